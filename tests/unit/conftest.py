@@ -42,7 +42,11 @@ def run_module(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[st
 
     def run(module: Any, params: dict[str, Any], commands: list[dict[str, Any]] = ()) -> dict[str, Any]:
         mock = CommandMock(list(commands))
-        monkeypatch.setattr(AnsibleModule, "run_command", mock)
+
+        def run_command(self: AnsibleModule, args: list[str], **kwargs: Any) -> tuple[int, str, str]:
+            return mock(self, args, **kwargs)
+
+        monkeypatch.setattr(AnsibleModule, "run_command", run_command)
         monkeypatch.setattr(
             AnsibleModule, "get_bin_path", lambda self, name, required=False, opt_dirs=None: f"{FAKE_BIN_DIR}/{name}"
         )

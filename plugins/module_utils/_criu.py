@@ -1,0 +1,73 @@
+# Copyright: ferry.runc contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""CRIU on the target: its version, `criu check`, the features that decide a migration strategy, and log excerpts."""
+
+from __future__ import annotations
+
+import re
+
+# `criu check --feature NAME` probes, by the name this collection reports them under.
+FEATURE_PROBES = {
+    "mem_dirty_track": "mem_dirty_track",  # soft-dirty bits: pre-dumps (pre-copy)
+    "uffd": "uffd",  # userfaultfd: lazy pages (post-copy)
+    "uffd_noncoop": "uffd-noncoop",  # userfaultfd events of non-cooperative processes: lazy pages of forking tasks
+    "network_lock_nftables": "network_lock_nftables",  # CRIU can lock the network with nftables
+}
+
+# CRIU marks its own errors "Error (file:line): ..."; the other words catch plugin, RPC and summary lines.
+LOG_PROBLEM = re.compile(r"Error|\berr\b|FAILED|Can't|[Ff]ail")
+LOG_CONTEXT_LINES = 1
+LOG_EXCERPT_LINES = 20
+
+
+def criu_version(module, criu_path: str) -> str:
+    """Return CRIU's version ("3.17.1") from `criu --version`."""
+    output = _run(module, [criu_path, "--version"], "reading the CRIU version")
+    match = re.search(r"^Version:\s*(\S+)", output, re.MULTILINE)
+    if not match:
+        module.fail_json(msg=f"reading the CRIU version failed: unexpected output of {criu_path} --version: {output!r}")
+    return match.group(1)
+
+
+def criu_check(module, criu_path: str) -> dict:
+    """Run `criu check` and return whether it passed and what it said."""
+    rc, out, err = module.run_command([criu_path, "check"], check_rc=False)
+    return {"passed": rc == 0, "output": (out + err).strip()}
+
+
+def feature_supported(module, criu_path: str, feature: str) -> bool:
+    """Whether `criu check --feature FEATURE` reports the feature as supported."""
+    rc, _out, _err = module.run_command([criu_path, "check", "--feature", feature], check_rc=False)
+    return rc == 0
+
+
+def probe_features(module, criu_path: str) -> dict[str, bool]:
+    """Return every probe of FEATURE_PROBES, plus network_lock_iptables (CRIU's default network lock)."""
+    features = {name: feature_supported(module, criu_path, feature) for name, feature in FEATURE_PROBES.items()}
+    features["network_lock_iptables"] = module.get_bin_path("iptables-restore") is not None
+    return features
+
+
+def log_excerpt(path: str, max_lines: int = LOG_EXCERPT_LINES) -> list[str]:
+    """Return the lines of a CRIU log that explain a failure, each after LOG_CONTEXT_LINES line(s) of context.
+
+    The last max_lines such lines are kept: CRIU ends a failed run with its summary ("Dumping FAILED.").
+    A missing or unreadable log gives an empty list.
+    """
+    try:
+        with open(path, encoding="utf-8", errors="replace") as log:
+            lines = log.read().splitlines()
+    except OSError:
+        return []
+    wanted = set()
+    for number, line in enumerate(lines):
+        if LOG_PROBLEM.search(line):
+            wanted.update(range(max(0, number - LOG_CONTEXT_LINES), number + 1))
+    return [lines[number] for number in sorted(wanted)][-max_lines:]
+
+
+def _run(module, argv: list[str], step: str) -> str:
+    rc, out, err = module.run_command(argv, check_rc=False)
+    if rc != 0:
+        module.fail_json(msg=f"{step} failed: {' '.join(argv)} exited with {rc}: {(err or out).strip()}")
+    return out

@@ -1,0 +1,162 @@
+#!/usr/bin/python
+# Copyright: ferry.runc contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: runc_info
+short_description: Report what a host offers for checkpoint, restore and migration of runc containers
+version_added: 1.0.0
+description:
+  - Reports the versions of runc and CRIU, the result of C(criu check), the CRIU features that decide the migration
+    strategy, the cgroup version and the containers runc knows; given O(container_id), that container's state.
+  - Changes nothing.
+  - The features are C(criu check --feature) probes. C(mem_dirty_track) allows pre-copy (pre-dumps),
+    C(uffd) and C(uffd_noncoop) allow post-copy (lazy pages); CRIU locks the container's network during a dump,
+    by default with C(iptables-restore) (C(network_lock_iptables)), or with nftables when C(network_lock_nftables).
+author: ferry.runc contributors (@ferry-runc)
+extends_documentation_fragment:
+  - ferry.runc._attributes
+  - ferry.runc._runc
+attributes:
+  check_mode:
+    support: full
+    details: Runs the same read-only commands in check mode.
+  diff_mode:
+    support: none
+  platform:
+    support: full
+    platforms: posix
+options:
+  container_id:
+    description: A container to report on (RV(container)).
+    type: str
+seealso:
+  - module: ferry.runc.runc_checkpoint
+  - module: ferry.runc.runc_restore
+"""
+
+EXAMPLES = r"""
+- name: Read what the hosts offer
+  ferry.runc.runc_info:
+  register: hosts_info
+
+- name: Require pre-copy support everywhere
+  ansible.builtin.assert:
+    that:
+      - hosts_info.criu_check.passed
+      - hosts_info.features.mem_dirty_track
+    fail_msg: "{{ inventory_hostname }}: CRIU cannot pre-dump here ({{ hosts_info.criu_check.output }})"
+
+- name: Read a container's state, pid and bundle from another runc state directory
+  ferry.runc.runc_info:
+    container_id: web1
+    root: /run/ferry-runc
+    runc_path: /usr/local/sbin/runc
+    criu_path: /usr/local/sbin/criu
+  register: web1_info
+
+- name: Show where web1 runs from
+  ansible.builtin.debug:
+    msg: "{{ web1_info.container.status }} as pid {{ web1_info.container.pid }} from {{ web1_info.container.bundle }}"
+  when: web1_info.container is not none
+"""
+
+RETURN = r"""
+runc_version:
+  description: runc's version, from C(runc --version).
+  returned: always
+  type: str
+  sample: 1.1.5+ds1
+criu_version:
+  description: CRIU's version, from C(criu --version).
+  returned: always
+  type: str
+  sample: 3.17.1
+criu_check:
+  description: The result of C(criu check).
+  returned: always
+  type: dict
+  contains:
+    passed:
+      description: Whether C(criu check) exited with 0.
+      type: bool
+    output:
+      description: What it printed.
+      type: str
+  sample: {"passed": true, "output": "Looks good."}
+features:
+  description: Which CRIU features the host supports.
+  returned: always
+  type: dict
+  contains:
+    mem_dirty_track:
+      description: Soft-dirty memory tracking, needed for pre-dumps (pre-copy).
+      type: bool
+    uffd:
+      description: userfaultfd, needed for lazy pages (post-copy).
+      type: bool
+    uffd_noncoop:
+      description: userfaultfd's non-cooperative events, needed for lazy pages of processes that fork or remap.
+      type: bool
+    network_lock_iptables:
+      description: C(iptables-restore) is installed, which CRIU's default network lock needs.
+      type: bool
+    network_lock_nftables:
+      description: CRIU can lock the network with nftables.
+      type: bool
+  sample: {"mem_dirty_track": true, "uffd": true, "uffd_noncoop": true, "network_lock_iptables": true, "network_lock_nftables": true}
+cgroup_version:
+  description: V(2) on the unified cgroup hierarchy, V(1) otherwise.
+  returned: always
+  type: int
+  sample: 2
+containers:
+  description: C(runc list) under O(root), one C(runc state) per container.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"id": "web1", "pid": 1829, "status": "running", "bundle": "/srv/bundles/web1", "created": "2026-11-25T22:37:01.722697285Z"}]
+container:
+  description: C(runc state) of O(container_id), null when runc knows no such container.
+  returned: when O(container_id) is given
+  type: dict
+  contains:
+    id:
+      description: The container's id.
+      type: str
+    status:
+      description: V(created), V(running), V(paused) or V(stopped).
+      type: str
+    pid:
+      description: Host pid of the container's init process (0 once stopped).
+      type: int
+    bundle:
+      description: The container's bundle directory.
+      type: str
+    rootfs:
+      description: The container's root file system.
+      type: str
+    created:
+      description: When runc created (or restored) the container.
+      type: str
+  sample: {"id": "web1", "pid": 1829, "status": "running", "bundle": "/srv/bundles/web1", "rootfs": "/srv/bundles/web1/rootfs",
+           "created": "2026-11-25T22:37:01.722697285Z", "ociVersion": "1.0.2-dev", "owner": ""}
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.ferry.runc.plugins.module_utils import _runc
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=dict(_runc.COMMON_ARGUMENT_SPEC, container_id={"type": "str"}),
+        supports_check_mode=True,
+    )
+    _runc.info(module)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Excerpts of CRIU logs (_criu.log_excerpt), on real logs of a failed dump and a failed restore from the lab VMs.
+
+dump-failed.log: a container whose stdout was a host file (`runc run -d ID >/tmp/x/t2.out`) cannot be dumped.
+restore-failed.log: the restore of a dump whose executable had been moved out of the bundle's root file system.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ansible_collections.ferry.runc.plugins.module_utils._criu import log_excerpt
+
+FIXTURES = Path(__file__).parents[2] / "fixtures" / "criu"
+
+
+def test_a_failed_dump_is_explained_by_its_error_lines_each_after_one_line_of_context():
+    assert log_excerpt(str(FIXTURES / "dump-failed.log")) == [
+        "(00.375836) 1347 fdinfo 1: pos:                0 flags:           100001/0",
+        "(00.376216) Error (criu/files-reg.c:1710): Can't lookup mount=27 for fd=1 path=/tmp/x/t2.out",
+        "(00.376423) ----------------------------------------",
+        "(00.376886) Error (criu/cr-dump.c:1635): Dump files (pid: 1347) failed with -1",
+        "(00.616809) \tUnseizing 1390 into 1",
+        "(00.624462) Error (criu/cr-dump.c:2053): Dumping FAILED.",
+    ]
+
+
+def test_a_failed_restore_is_explained_by_its_error_lines_each_after_one_line_of_context():
+    assert log_excerpt(str(FIXTURES / "restore-failed.log")) == [
+        "(01.122153)      1: Opened local page read 1 (parent 0)",
+        "(01.124164)      1: Error (criu/files-reg.c:2259): Can't open file bin/busybox on restore: No such file or directory",
+        "(01.124580)      1: Error (criu/files-reg.c:2185): Can't open file bin/busybox: No such file or directory",
+        "(01.124712)      1: Error (criu/mem.c:854): Can't fixup VMA's fd",
+        "(01.130742) mnt: Switching to new ns to clean ghosts",
+        "(01.142888) Error (criu/cr-restore.c:2537): Restoring FAILED.",
+    ]
+
+
+def test_the_last_lines_are_kept_because_criu_ends_with_its_verdict():
+    assert log_excerpt(str(FIXTURES / "dump-failed.log"), max_lines=2) == [
+        "(00.616809) \tUnseizing 1390 into 1",
+        "(00.624462) Error (criu/cr-dump.c:2053): Dumping FAILED.",
+    ]
+
+
+def test_lines_that_report_nothing_wrong_are_left_out(tmp_path: Path):
+    log = tmp_path / "dump.log"
+    log.write_text(
+        "(00.004184) Hugetlb size 2 Mb is supported but cannot get dev's number\n"
+        "(00.100000) Dumping path for 0 fd via self 17 [/dev/null]\n"
+        "(00.200000) Writing stats\n"
+        "(00.300000) Dumping finished successfully\n"
+    )
+    assert log_excerpt(str(log)) == []
+
+
+def test_a_missing_log_gives_no_lines(tmp_path: Path):
+    assert log_excerpt(str(tmp_path / "restore.log")) == []

@@ -1,0 +1,32 @@
+"""runc command lines (_runc.checkpoint_argv / restore_argv, case table in test_runc.yaml) and runc's error messages."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import module_cases
+
+from ansible_collections.ferry.runc.plugins.module_utils._runc import checkpoint_argv, restore_argv, runc_error
+
+BUILDERS = {"checkpoint": checkpoint_argv, "restore": restore_argv}
+
+
+@module_cases(__file__)
+def test_every_option_has_its_flag_at_its_place(case):
+    assert BUILDERS[case["builder"]]("/bin/runc", case["params"]) == case["argv"]
+
+
+@pytest.mark.parametrize(
+    ("output", "error"),
+    [
+        (
+            'time="2026-11-25T22:35:40Z" level=error msg="container still running"\n'
+            'time="2026-11-25T22:35:40Z" level=error msg="criu failed: type NOTIFY errno 0\\nlog file: /i/dump.log"\n',
+            "container still running; criu failed: type NOTIFY errno 0; log file: /i/dump.log",
+        ),
+        ('time="2026-11-25T22:39:29Z" level=error msg="namespace \\"pid\\" is not supported"\n', 'namespace "pid" is not supported'),
+        ("runc: command not found\n", "runc: command not found"),
+    ],
+    ids=["two-log-lines", "quoted-quotes", "not-a-log-line"],
+)
+def test_runc_errors_are_read_from_its_log_lines(output: str, error: str):
+    assert runc_error(output) == error
