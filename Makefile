@@ -27,7 +27,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_CONFIG := $(MOLECULE)/ansible.cfg
 
 .PHONY: help host-packages venv collection lint sanity unit molecule test lab-up lab-down \
-        lab-ssh-src lab-ssh-dst demo
+        lab-ssh-src lab-ssh-dst examples demo
 
 help:
 	@echo "make demo    run a live migration on the built-in two-VM lab"
@@ -74,11 +74,17 @@ molecule: venv collection host-packages
 test: venv
 	tests/run-all.sh lint sanity unit molecule
 
+# The lab's own playbooks (molecule's default scenario runs the same ones); they are idempotent, and with other
+# FERRY_LAB_DIR/FERRY_LAB_PORT_BASE values they run a second lab beside the first.
 lab-up: venv collection host-packages
-	$(BIN)/molecule create --scenario-name default
+	$(BIN)/ansible-playbook $(MOLECULE)/default/create.yml
 
 lab-down: venv collection
-	$(BIN)/molecule destroy --scenario-name default
+	$(BIN)/ansible-playbook $(MOLECULE)/default/destroy.yml
+
+# The example workloads, static binaries for the demo's and the benchmark's containers.
+examples: host-packages
+	$(MAKE) -C examples/workloads OUT=$(CURDIR)/.build/examples
 
 lab-ssh-src:
 	$(LAB_SSH) -p $(FERRY_LAB_PORT_BASE)
