@@ -1,0 +1,99 @@
+# Copyright: ferry.runc contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""One report of a migration: where the time went and what moved, from the sender's, receiver's and controller's views."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+PAGE_SIZE = 4096
+
+
+def _sum(items: Any, key: str) -> float:
+    return sum(item.get(key, 0) or 0 for item in items)
+
+
+def build(plan: Mapping[str, Any], sender: Mapping[str, Any], receiver: Mapping[str, Any], controller: Mapping[str, float]) -> dict[str, Any]:
+    """Join the three views.
+
+    plan: what was decided before the migration (hosts, strategy and why, transport);
+    sender: the migration_sender report; receiver: the migration_receiver result;
+    controller: epoch seconds seen by the controller: started, sender_started, sender_ended, ended.
+    """
+    rounds = list(sender.get("rounds", []))
+    final = dict(sender.get("final", {}))
+    bundle_sync = list(sender.get("bundle_sync", []))
+    precopy_seconds = _sum(rounds, "seconds") + _sum(rounds, "fetch_seconds")
+    bytes_moved = {
+        "pre_copy_pages": int(_sum(rounds, "bytes_written")),
+        "final_pages": int(final.get("bytes_written", 0)),
+        "final_images_over_channel": int(final.get("images_sent_bytes", 0)),
+        "bundle": int(_sum(bundle_sync, "bytes")),
+        "control_channel_overhead": 0,
+    }
+    channel_bytes = int(sender.get("channel_bytes", 0))
+    bytes_moved["control_channel_overhead"] = max(0, channel_bytes - bytes_moved["final_images_over_channel"] - bytes_moved["bundle"])
+    lazy = sender.get("lazy", {})
+    controller_seconds = {
+        "preflight": controller["sender_started"] - controller["started"],
+        "migration": controller["sender_ended"] - controller["sender_started"],
+        "report_and_cleanup": controller["ended"] - controller["sender_ended"],
+    }
+    return {
+        "migration_id": plan["migration_id"],
+        "container": plan["container"],
+        "source": plan["source"],
+        "destination": plan["destination"],
+        "strategy": plan["strategy"],
+        "strategy_reason": plan["strategy_reason"],
+        "transport": plan["transport"],
+        "bundle_sync": plan["bundle_sync"],
+        "outcome": _outcome(sender, receiver),
+        "recovery": sender.get("recovery"),
+        "pre_copy": {"rounds": rounds, "stop_reason": sender.get("stop_reason"), "seconds": round(precopy_seconds, 3)},
+        "final_dump": final,
+        "restore": sender.get("restore") or receiver.get("restore"),
+        "post_copy_transfer_seconds": lazy.get("seconds"),
+        "frozen_ms_criu": final.get("frozen_ms"),
+        "downtime_ms": sender.get("downtime_ms"),
+        "bytes": dict(bytes_moved, total=sum(bytes_moved.values())),
+        "seconds": {key: round(value, 3) for key, value in dict(controller_seconds, total=sum(controller_seconds.values())).items()},
+        "sender_seconds": sender.get("total_seconds"),
+        "receiver": {"outcome": receiver.get("outcome"), "requests": receiver.get("requests", [])},
+    }
+
+
+def _outcome(sender: Mapping[str, Any], receiver: Mapping[str, Any]) -> str:
+    if sender.get("source_deleted"):
+        return "migrated"
+    if sender.get("rolled_back"):
+        return "rolled back to the source"
+    return "failed before the freeze; the source kept running" if "frozen_at" not in sender else "failed"
+
+
+def summary(report: Mapping[str, Any]) -> list[str]:
+    """The report as a few readable lines."""
+    lines = [
+        f"{report['container']}: {report['source']} -> {report['destination']}: {report['outcome']}",
+        f"strategy {report['strategy']} ({report['strategy_reason']}), transport {report['transport']}, bundle {report['bundle_sync']}",
+    ]
+    for round_ in report["pre_copy"]["rounds"]:
+        lines.append(
+            f"  pre-dump {round_['round']}: {round_['pages_written']} pages written, {round_['pages_skipped_parent']} skipped"
+            f" (parent), {round_['seconds']} s"
+        )
+    if report["pre_copy"]["stop_reason"]:
+        lines.append(f"  pre-copy stopped: {report['pre_copy']['stop_reason']}")
+    if report["downtime_ms"] is not None:
+        restore = report["restore"] or {}
+        lines.append(
+            f"downtime {report['downtime_ms']} ms (CRIU frozen {report['frozen_ms_criu']} ms, restore {restore.get('seconds')} s)"
+        )
+    seconds = report["seconds"]
+    lines.append(
+        f"time: preflight {seconds['preflight']} s + migration {seconds['migration']} s + report {seconds['report_and_cleanup']} s"
+        f" = {seconds['total']} s; bytes moved {report['bytes']['total']}"
+    )
+    if report["recovery"]:
+        lines.append(f"recovery: {report['recovery']}")
+    return lines

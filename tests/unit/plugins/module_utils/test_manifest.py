@@ -1,0 +1,144 @@
+"""Checksum manifests of image directories (_manifest)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.ferry.runc.plugins.module_utils import _manifest
+from ansible_collections.ferry.runc.plugins.module_utils._manifest import MANIFEST_NAME
+
+BIG = bytes(range(256)) * 8192 + b"odd tail"  # 2 MiB and a bit: more than one read block
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> Path:
+    """A CRIU-like image directory with the things a manifest must leave out."""
+    directory = tmp_path / "final"
+    directory.mkdir()
+    (directory / "pages-1.img").write_bytes(BIG)
+    (directory / "pagemap-1.img").write_bytes(b"\x01\x02\x03")
+    (directory / "inventory.img").write_bytes(b"inventory")
+    (directory / "empty.img").write_bytes(b"")
+    (directory / "dump.log").write_text("(00.000001) Dumping finished successfully\n")
+    (directory / "restore.log").write_text("")
+    (directory / "sub").mkdir()
+    (directory / "sub/inside.img").write_bytes(b"in a subdirectory")
+    (tmp_path / "pre1").mkdir()
+    os.symlink("../pre1", directory / "parent")
+    os.symlink("inventory.img", directory / "inventory-link.img")
+    return directory
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_build_covers_regular_files_only(images):
+    assert _manifest.build(str(images)) == {
+        "empty.img": {"size": 0, "sha256": sha256(b"")},
+        "inventory.img": {"size": 9, "sha256": sha256(b"inventory")},
+        "pagemap-1.img": {"size": 3, "sha256": sha256(b"\x01\x02\x03")},
+        "pages-1.img": {"size": len(BIG), "sha256": sha256(BIG)},
+    }
+
+
+def test_file_sha256_matches_hashlib_across_blocks(images):
+    assert _manifest.file_sha256(str(images / "pages-1.img")) == sha256(BIG)
+
+
+def test_write_stores_the_manifest_readable_by_root_only(images):
+    written = _manifest.write(str(images))
+    path = images / MANIFEST_NAME
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert json.loads(path.read_text()) == written == _manifest.build(str(images))
+    assert _manifest.read(str(images)) == written
+    assert sorted(os.listdir(images)) == sorted(
+        [
+            "pages-1.img",
+            "pagemap-1.img",
+            "inventory.img",
+            "empty.img",
+            "dump.log",
+            "restore.log",
+            "sub",
+            "parent",
+            "inventory-link.img",
+            MANIFEST_NAME,
+        ]
+    ), "write() left a temporary file behind"
+
+
+def test_write_makes_the_manifest_0600_whatever_the_umask(images):
+    old = os.umask(0)
+    try:
+        _manifest.write(str(images))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((images / MANIFEST_NAME).stat().st_mode) == 0o600
+
+
+def test_rewriting_replaces_a_looser_manifest(images):
+    (images / MANIFEST_NAME).write_text("{}")
+    (images / MANIFEST_NAME).chmod(0o644)
+    written = _manifest.write(str(images))
+    assert stat.S_IMODE((images / MANIFEST_NAME).stat().st_mode) == 0o600
+    assert _manifest.read(str(images)) == written
+
+
+def test_the_manifest_and_logs_are_not_covered(images):
+    _manifest.write(str(images))
+    covered = _manifest.build(str(images))
+    assert MANIFEST_NAME not in covered
+    assert not [name for name in covered if name.endswith(".log")]
+    (images / "dump.log").write_text("rewritten by a later run\n")
+    (images / "page-server.log").write_text("new log\n")
+    assert _manifest.verify(str(images), _manifest.read(str(images))) == []
+
+
+def test_verify_accepts_an_untouched_directory_and_a_copy_of_it(images, tmp_path):
+    manifest = _manifest.write(str(images))
+    assert _manifest.verify(str(images), manifest) == []
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in manifest:
+        (copy / name).write_bytes((images / name).read_bytes())
+    assert _manifest.verify(str(copy), _manifest.read(str(images))) == []
+
+
+def test_verify_reports_each_problem_on_its_own_line(images):
+    manifest = _manifest.write(str(images))
+    (images / "inventory.img").unlink()
+    (images / "pagemap-1.img").write_bytes(b"\x01\x02\x03\x04\x05")
+    (images / "pages-1.img").write_bytes(BIG[:-1] + b"X")
+    assert _manifest.verify(str(images), manifest) == [
+        "inventory.img: missing",
+        "pagemap-1.img: 5 bytes, expected 3",
+        "pages-1.img: checksum mismatch",
+    ]
+
+
+@pytest.mark.parametrize(
+    "damage, problem",
+    [
+        (lambda path: path.unlink(), "missing"),
+        (lambda path: (path.unlink(), path.mkdir()), "missing"),
+        (lambda path: path.write_bytes(b""), "0 bytes, expected 9"),
+        (lambda path: path.write_bytes(b"inventorY"), "checksum mismatch"),
+    ],
+    ids=["deleted", "replaced-by-a-directory", "truncated", "one-byte-changed"],
+)
+def test_verify_names_the_file_and_the_problem(images, damage, problem):
+    manifest = _manifest.build(str(images))
+    damage(images / "inventory.img")
+    assert _manifest.verify(str(images), manifest) == [f"inventory.img: {problem}"]
+
+
+def test_verify_of_an_empty_manifest_is_clean(tmp_path):
+    assert _manifest.build(str(tmp_path)) == {}
+    assert _manifest.verify(str(tmp_path), {}) == []

@@ -1,0 +1,579 @@
+"""Tree sync (_treesync) between two directories over a real authenticated channel on 127.0.0.1.
+
+The sender runs send_tree() in the test thread; the receiver runs receive_tree() in a thread, as the
+receiver module does: it takes the 'sync' message, applies it, and closes the channel when it fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import stat
+import threading
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import pytest
+
+from ansible_collections.ferry.runc.plugins.module_utils._channel import (
+    MAX_FRAME,
+    Channel,
+    ChannelError,
+    accept,
+    connect,
+)
+from ansible_collections.ferry.runc.plugins.module_utils._treesync import (
+    CHUNK,
+    list_tree,
+    plan,
+    receive_tree,
+    send_tree,
+)
+
+SECRET = "tree secret"
+IO_TIMEOUT = 5.0
+MTIME = 1_600_000_000_123_456_789
+AS_ROOT = os.geteuid() == 0
+
+
+class Background:
+    """Run a call in a daemon thread; result() re-raises what it raised."""
+
+    def __init__(self, func: Callable[..., Any], *args: Any) -> None:
+        self._value: Any = None
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, args=(func, *args), daemon=True)
+        self._thread.start()
+
+    def _run(self, func: Callable[..., Any], *args: Any) -> None:
+        try:
+            self._value = func(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            self._error = exc
+
+    def result(self, timeout: float = IO_TIMEOUT * 2) -> Any:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), f"the background call did not finish within {timeout} s"
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def connected_pair(timeout: float = IO_TIMEOUT) -> Tuple[Channel, Channel]:
+    server = socket.socket(socket.AF_INET)
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    try:
+        accepting = Background(accept, server, SECRET, IO_TIMEOUT)
+        sender = connect("127.0.0.1", server.getsockname()[1], SECRET, IO_TIMEOUT)
+        receiver = accepting.result()
+    finally:
+        server.close()
+    sender.settimeout(timeout)
+    receiver.settimeout(timeout)
+    return sender, receiver
+
+
+def receive_one(receiver: Channel, root: Path, between: Callable[[], None]) -> Tuple[Dict[str, Any], int]:
+    try:
+        message = receiver.recv("sync")
+        between()
+        return message, receive_tree(receiver, str(root), message)
+    except BaseException:
+        receiver.close()
+        raise
+
+
+def sync(
+    source: Path,
+    destination: Path,
+    delete_extra: bool = False,
+    between: Callable[[], None] = lambda: None,
+    timeout: float = IO_TIMEOUT,
+) -> Tuple[int, int]:
+    """One send_tree/receive_tree round; returns (bytes sent, bytes received)."""
+    sender, receiver = connected_pair(timeout)
+    receiving = Background(receive_one, receiver, destination, between)
+    try:
+        sent = send_tree(sender, str(source), "bundle", delete_extra)
+        message, received = receiving.result()
+    finally:
+        sender.close()
+        receiver.close()
+    assert message["target"] == "bundle" and message["delete_extra"] is delete_extra
+    return sent, received
+
+
+def write(path: Path, data: bytes, mode: int = 0o644, mtime_ns: int = MTIME) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    path.chmod(mode)
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+
+
+def link(path: Path, target: str, mtime_ns: int = MTIME) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(target, path)
+    os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+
+
+def settle_dirs(root: Path, mtime_ns: int = MTIME) -> None:
+    """Give every directory under root a fixed mtime, children first (their changes touch the parent)."""
+    for directory, _subdirs, _files in sorted(os.walk(root), key=lambda walked: -walked[0].count(os.sep)):
+        if directory != str(root):
+            os.utime(directory, ns=(mtime_ns + len(directory), mtime_ns + len(directory)))
+
+
+def build_bundle(root: Path) -> None:
+    """A bundle-like tree: nested dirs, empty, small and >1 MiB files, symlinks, odd modes, distinct mtimes."""
+    write(root / "config.json", b'{"ociVersion": "1.0.2"}\n', 0o644, MTIME + 1)
+    write(root / "rootfs/etc/hostname", b"web1\n", 0o644, MTIME + 2)
+    write(root / "rootfs/etc/shadow", b"root:*:19000::::::\n", 0o600, MTIME + 3)
+    write(root / "rootfs/etc/empty", b"", 0o640, MTIME + 4)
+    write(root / "rootfs/bin/busybox", bytes(range(256)) * 4096 + b"tail", 0o4755, MTIME + 5)
+    write(root / "rootfs/bin/one-chunk", b"\xab" * CHUNK, 0o755, MTIME + 6)
+    write(root / "rootfs/var/lib/app/deep/nested/state", b"deep state", 0o600, MTIME + 7)
+    link(root / "rootfs/bin/sh", "busybox", MTIME + 8)
+    link(root / "rootfs/etc/localtime", "/usr/share/zoneinfo/UTC", MTIME + 9)
+    link(root / "rootfs/lib", "usr/lib", MTIME + 10)
+    link(root / "rootfs/config", "../config.json", MTIME + 11)
+    (root / "rootfs/empty-dir").mkdir(mode=0o700)
+    (root / "rootfs/tmp").mkdir()
+    (root / "rootfs/tmp").chmod(0o1777)
+    (root / "rootfs/var/lib/app").chmod(0o750)
+    if AS_ROOT:
+        os.lchown(root / "rootfs/etc/shadow", 1234, 42)
+        os.lchown(root / "rootfs/var/lib/app", 1234, 1234)
+        os.lchown(root / "rootfs/bin/sh", 4321, 4321)
+    settle_dirs(root)
+
+
+def without_link_mtimes(listing: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    return {
+        path: {k: v for k, v in entry.items() if not (entry["kind"] == "link" and k == "mtime_ns")}
+        for path, entry in listing.items()
+    }
+
+
+def contents(root: Path) -> Dict[str, bytes]:
+    return {path: (root / path).read_bytes() for path, entry in list_tree(str(root)).items() if entry["kind"] == "file"}
+
+
+def assert_same_tree(source: Path, destination: Path) -> None:
+    """Same listing (symlink mtimes are checked by their own test) and same file contents."""
+    assert without_link_mtimes(list_tree(str(destination))) == without_link_mtimes(list_tree(str(source)))
+    assert contents(destination) == contents(source)
+
+
+def snapshot(root: Path) -> Dict[str, Tuple[Any, ...]]:
+    """Everything observable about the files under root, including inodes (a re-sent file gets a new one)."""
+    result = {}
+    for directory, subdirs, files in os.walk(root):
+        for name in subdirs + files:
+            path = os.path.join(directory, name)
+            info = os.lstat(path)
+            data = Path(path).read_bytes() if stat.S_ISREG(info.st_mode) else None
+            result[os.path.relpath(path, root)] = (
+                info.st_ino,
+                info.st_mode,
+                info.st_uid,
+                info.st_gid,
+                info.st_mtime_ns,
+                data,
+            )
+    return result
+
+
+@pytest.fixture
+def trees(tmp_path: Path) -> Tuple[Path, Path]:
+    source, destination = tmp_path / "source", tmp_path / "destination"
+    build_bundle(source)
+    return source, destination
+
+
+# -- listing and plan ---------------------------------------------------------------------------------------
+
+
+def test_list_tree_describes_every_kind_parents_first(trees):
+    source, _destination = trees
+    listing = list_tree(str(source))
+    assert listing["rootfs/bin/busybox"] == {
+        "kind": "file",
+        "size": 256 * 4096 + 4,
+        "mode": 0o4755,
+        "mtime_ns": MTIME + 5,
+        "uid": 0 if AS_ROOT else os.geteuid(),
+        "gid": 0 if AS_ROOT else os.getegid(),
+    }
+    assert listing["rootfs/etc/localtime"]["kind"] == "link"
+    assert listing["rootfs/etc/localtime"]["target"] == "/usr/share/zoneinfo/UTC"
+    assert listing["rootfs/lib"] == dict(listing["rootfs/lib"], kind="link", target="usr/lib")
+    assert listing["rootfs/tmp"]["kind"] == "dir" and listing["rootfs/tmp"]["mode"] == 0o1777
+    paths = list(listing)
+    for path in paths:
+        parent = os.path.dirname(path)
+        assert not parent or paths.index(parent) < paths.index(path), f"{path} listed before its parent"
+
+
+def test_list_tree_skips_special_files(tmp_path):
+    os.mkfifo(tmp_path / "fifo")
+    write(tmp_path / "file", b"x")
+    assert set(list_tree(str(tmp_path))) == {"file"}
+
+
+def entry(kind: str, **fields: Any) -> Dict[str, Any]:
+    base = {"kind": kind, "mode": 0o644, "uid": 0, "gid": 0, "mtime_ns": MTIME}
+    if kind == "file":
+        base["size"] = 1
+    return dict(base, **fields)
+
+
+def test_plan_fetches_new_and_changed_files_only():
+    source = {
+        "same": entry("file"),
+        "new": entry("file"),
+        "bigger": entry("file", size=2),
+        "newer": entry("file", mtime_ns=MTIME + 1),
+        "mode-only": entry("file", mode=0o600),
+        "dir": entry("dir"),
+        "link": entry("link", target="x"),
+    }
+    local = {
+        "same": entry("file"),
+        "bigger": entry("file"),
+        "newer": entry("file"),
+        "mode-only": entry("file"),
+        "dir": entry("dir", mode=0o700),
+        "link": entry("link", target="y"),
+    }
+    assert plan(source, local, delete_extra=False) == (["new", "bigger", "newer"], [])
+
+
+@pytest.mark.parametrize("delete_extra, removed", [(False, ["d"]), (True, ["x", "d/x", "d/sub/y", "d/sub", "d"])])
+def test_plan_removes_kind_changes_always_and_extras_on_request_deepest_first(delete_extra, removed):
+    source = {"d": entry("file"), "keep": entry("file")}
+    local = {
+        "d": entry("dir"),
+        "d/sub": entry("dir"),
+        "d/sub/y": entry("file"),
+        "d/x": entry("file"),
+        "keep": entry("file"),
+        "x": entry("file"),
+    }
+    fetch, remove = plan(source, local, delete_extra)
+    assert fetch == ["d"]
+    assert remove == removed
+
+
+# -- full syncs ---------------------------------------------------------------------------------------------
+
+
+def test_a_tree_is_reproduced(trees):
+    source, destination = trees
+    sent, received = sync(source, destination)
+    assert sent == received == sum(len(data) for data in contents(source).values())
+    assert_same_tree(source, destination)
+
+
+def test_symlink_mtimes_are_reproduced(trees):
+    """list_tree reports a symlink's own mtime; the receiver must end up with the same listing, links included."""
+    source, destination = trees
+    sync(source, destination)
+    links = {path: entry for path, entry in list_tree(str(source)).items() if entry["kind"] == "link"}
+    assert {path: list_tree(str(destination))[path] for path in links} == links
+
+
+def test_a_second_sync_transfers_nothing_and_changes_nothing(trees):
+    source, destination = trees
+    sync(source, destination)
+    before = snapshot(destination)
+    assert sync(source, destination) == (0, 0)
+    assert snapshot(destination) == before
+
+
+@pytest.mark.parametrize(
+    "changed, data, mode",
+    [
+        ("rootfs/etc/hostname", b"web1-renamed\n", 0o644),
+        ("rootfs/etc/hostname", b"web2\n", 0o644),
+        ("rootfs/etc/empty", b"filled", 0o640),
+    ],
+    ids=["new-size", "same-size-new-mtime", "empty-file-filled"],
+)
+def test_after_one_file_changes_only_that_file_is_sent(trees, changed, data, mode):
+    source, destination = trees
+    sync(source, destination)
+    write(source / changed, data, mode, MTIME + 100)
+    before = snapshot(destination)
+    sent, received = sync(source, destination)
+    assert sent == received == len(data)
+    after = snapshot(destination)
+    assert sorted(path for path in before if before[path][0] != after[path][0]) == [
+        changed
+    ], "other files were sent again"
+    assert_same_tree(source, destination)
+
+
+def test_a_mode_or_owner_change_is_applied_without_sending_data(trees):
+    source, destination = trees
+    sync(source, destination)
+    (source / "rootfs/etc/hostname").chmod(0o600)
+    if AS_ROOT:
+        os.lchown(source / "rootfs/etc/hostname", 777, 778)
+    (source / "rootfs/tmp").chmod(0o755)
+    assert sync(source, destination) == (0, 0)
+    assert_same_tree(source, destination)
+
+
+def test_a_changed_symlink_target_is_updated(trees):
+    source, destination = trees
+    sync(source, destination)
+    (source / "rootfs/bin/sh").unlink()
+    link(source / "rootfs/bin/sh", "/bin/dash")
+    settle_dirs(source)
+    assert sync(source, destination) == (0, 0)
+    assert os.readlink(destination / "rootfs/bin/sh") == "/bin/dash"
+    assert_same_tree(source, destination)
+
+
+def add_extras(destination: Path, outside: Path) -> None:
+    write(destination / "extra.txt", b"extra")
+    write(destination / "rootfs/extra-dir/sub/file", b"extra")
+    outside.mkdir()
+    write(outside / "precious", b"keep me")
+    link(destination / "rootfs/extra-link", str(outside))
+    link(destination / "rootfs/bin/extra-relative", "../../../outside")
+
+
+def test_extras_stay_without_delete_extra(trees, tmp_path):
+    source, destination = trees
+    sync(source, destination)
+    add_extras(destination, tmp_path / "outside")
+    assert sync(source, destination, delete_extra=False) == (0, 0)
+    extras = {
+        "extra.txt",
+        "rootfs/extra-dir",
+        "rootfs/extra-dir/sub",
+        "rootfs/extra-dir/sub/file",
+        "rootfs/extra-link",
+        "rootfs/bin/extra-relative",
+    }
+    listing = list_tree(str(destination))
+    assert extras <= set(listing)
+    kept = {path: entry for path, entry in listing.items() if path not in extras}
+    assert without_link_mtimes(kept) == without_link_mtimes(list_tree(str(source)))
+
+
+def test_extras_go_with_delete_extra_and_nothing_is_removed_through_links(trees, tmp_path):
+    source, destination = trees
+    sync(source, destination)
+    outside = tmp_path / "outside"
+    add_extras(destination, outside)
+    assert sync(source, destination, delete_extra=True) == (0, 0)
+    assert_same_tree(source, destination)
+    assert (outside / "precious").read_bytes() == b"keep me"
+
+
+# -- kind changes -------------------------------------------------------------------------------------------
+
+
+def file_to_dir(root: Path) -> None:
+    (root / "rootfs/etc/hostname").unlink()
+    write(root / "rootfs/etc/hostname/inner", b"now a directory")
+
+
+def dir_to_file(root: Path) -> None:
+    shutil.rmtree(root / "rootfs/var/lib/app")
+    write(root / "rootfs/var/lib/app", b"now a file")
+
+
+def file_to_link(root: Path) -> None:
+    (root / "rootfs/etc/hostname").unlink()
+    link(root / "rootfs/etc/hostname", "/etc/hostname")
+
+
+def link_to_file(root: Path) -> None:
+    (root / "rootfs/bin/sh").unlink()
+    write(root / "rootfs/bin/sh", b"#!/bin/busybox sh\n")
+
+
+def dir_to_link(root: Path) -> None:
+    shutil.rmtree(root / "rootfs/var/lib/app")
+    link(root / "rootfs/var/lib/app", "/srv/app")
+
+
+def link_to_dir(root: Path) -> None:
+    (root / "rootfs/lib").unlink()
+    write(root / "rootfs/lib/libc.so", b"\x7fELF")
+
+
+@pytest.mark.parametrize("change", [file_to_dir, dir_to_file, file_to_link, link_to_file, dir_to_link, link_to_dir])
+@pytest.mark.parametrize("delete_extra", [False, True], ids=["keep-extra", "delete-extra"])
+def test_a_kind_change_is_handled(trees, change, delete_extra):
+    source, destination = trees
+    sync(source, destination)
+    change(source)
+    settle_dirs(source)
+    sync(source, destination, delete_extra=delete_extra)
+    assert_same_tree(source, destination)
+
+
+# -- escapes ------------------------------------------------------------------------------------------------
+
+
+def test_a_directory_replaced_by_an_outside_symlink_is_not_written_through(trees, tmp_path):
+    source, destination = trees
+    sync(source, destination)
+    outside = tmp_path / "outside"
+    write(outside / "state", b"outside state", 0o600, MTIME - 1)
+    write(outside / "deep/nested/state", b"outside deep", 0o600, MTIME - 1)
+    os.utime(outside, ns=(MTIME - 1, MTIME - 1))
+    before = snapshot(outside)
+    shutil.rmtree(destination / "rootfs/var/lib/app")
+    os.symlink(outside, destination / "rootfs/var/lib/app")
+    write(source / "rootfs/var/lib/app/deep/nested/state", b"changed state", 0o600, MTIME + 200)
+    settle_dirs(source)
+    sync(source, destination)
+    assert snapshot(outside) == before
+    assert os.stat(outside).st_mtime_ns == MTIME - 1
+    assert not (destination / "rootfs/var/lib/app").is_symlink()
+    assert_same_tree(source, destination)
+
+
+def fake_sync(
+    destination: Path, listing: Dict[str, Dict[str, Any]], timeout: float = 2.0
+) -> Tuple[Optional[BaseException], list]:
+    """Offer a hand-made listing (no files to send) to receive_tree; returns its error and what the sender got."""
+    sender, receiver = connected_pair(timeout)
+    receiving = Background(receive_one, receiver, destination, lambda: None)
+    answers = []
+    try:
+        sender.send("sync", target="bundle", listing=listing, delete_extra=False)
+        try:
+            answers.append(sender.recv("want"))
+            answers.append(sender.recv("ok"))
+        except ChannelError as exc:
+            answers.append(exc)
+        try:
+            receiving.result()
+            error = None
+        except ChannelError as exc:
+            error = exc
+    finally:
+        sender.close()
+        receiver.close()
+    return error, answers
+
+
+@pytest.mark.parametrize(
+    "relative, kind",
+    [
+        ("../outside/x", "file"),
+        ("{outside}/abs", "dir"),
+        ("rootfs/../../outside/l", "link"),
+        ("a/b/../../../outside/d", "dir"),
+    ],
+    ids=["dotdot-file", "absolute-dir", "inner-dotdot-link", "deep-dotdot-dir"],
+)
+def test_a_listing_leaving_the_root_is_refused(tmp_path, relative, kind):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    relative = relative.format(outside=outside)
+    listing = {"rootfs": entry("dir"), relative: entry(kind, target="/etc", size=0)}
+    error, answers = fake_sync(tmp_path / "root", listing)
+    assert isinstance(error, ChannelError)
+    assert str(error) == f"refusing path {relative!r} outside the target directory"
+    assert list(outside.iterdir()) == []
+    assert not any(
+        isinstance(answer, dict) and answer["type"] == "want" for answer in answers
+    ), "the receiver asked for files"
+
+
+def test_a_listing_that_puts_an_entry_under_one_of_its_own_symlinks_is_refused(tmp_path):
+    """'l/victim' before 'l' -> outside: the directory made for l/victim is replaced by the link, and the
+    metadata pass must not then chmod/chown/utime the outside file through it."""
+    outside = tmp_path / "outside"
+    write(outside / "victim", b"secret", 0o600, MTIME - 1)
+    before = snapshot(outside)
+    listing = {
+        "l/victim": entry("dir", mode=0o777, uid=4242, gid=4242, mtime_ns=MTIME),
+        "l": entry("link", target=str(outside)),
+    }
+    error, _answers = fake_sync(tmp_path / "root", listing)
+    assert snapshot(outside) == before, "receive_tree changed a file outside its root"
+    assert isinstance(error, ChannelError)
+
+
+def test_a_listing_that_puts_a_file_under_one_of_its_own_symlinks_is_refused(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    listing = {"l": entry("link", target=str(outside)), "l/planted": entry("file", size=0)}
+    error, _answers = fake_sync(tmp_path / "root", listing)
+    assert isinstance(error, ChannelError)
+    assert "a parent directory is a symlink" in str(error)
+    assert list(outside.iterdir()) == []
+
+
+@pytest.mark.parametrize("asked", ["rootfs", "rootfs/bin/sh", "../escape", "missing"])
+def test_the_sender_refuses_to_send_what_is_not_one_of_its_files(trees, asked):
+    source, _destination = trees
+    sender, receiver = connected_pair()
+
+    def fake_receiver() -> None:
+        receiver.recv("sync")
+        receiver.send("want", paths=[asked])
+
+    answering = Background(fake_receiver)
+    try:
+        with pytest.raises(ChannelError, match=f"the receiver asked for {asked!r}, which is not a file of {source}"):
+            send_tree(sender, str(source), "bundle", False)
+        answering.result()
+    finally:
+        sender.close()
+        receiver.close()
+
+
+# -- a tree that changes while it is sent (the first pass runs while the container runs) -------------------
+
+
+def grow(path: Path) -> None:
+    write(path, path.read_bytes() * 3, 0o644, MTIME + 300)
+
+
+def shrink(path: Path) -> None:
+    write(path, path.read_bytes()[:2], 0o644, MTIME + 300)
+
+
+def vanish(path: Path) -> None:
+    path.unlink()
+
+
+@pytest.mark.parametrize("change", [grow, shrink, vanish])
+def test_a_file_changing_during_the_sync_does_not_break_it_and_the_next_pass_catches_up(trees, change):
+    source, destination = trees
+    sync(source, destination, between=lambda: change(source / "rootfs/etc/shadow"), timeout=2.0)
+    settle_dirs(source)
+    sync(source, destination, delete_extra=True, timeout=2.0)
+    assert_same_tree(source, destination)
+
+
+def test_a_tree_whose_listing_is_larger_than_one_frame_syncs(tmp_path):
+    """A big root filesystem (some 50 000 entries, as in a common distribution image) lists to more than
+    MAX_FRAME of JSON, and on the first pass the list of wanted files is nearly as long.
+
+    To stay fast, a few hundred long paths stand in for many files: control characters take one byte in a file
+    name and six in JSON (\\u0001).
+    """
+    source, destination = tmp_path / "source", tmp_path / "destination"
+    deep = source.joinpath(*[f"{level:02d}" + "\x01" * 250 for level in range(14)])
+    deep.mkdir(parents=True)
+    for number in range(400):
+        (deep / (f"{number:04d}" + "\x01" * 200)).write_bytes(b"x")
+    listing = list_tree(str(source))
+    assert len(json.dumps(listing)) > MAX_FRAME
+    assert len(json.dumps([path for path, entry in listing.items() if entry["kind"] == "file"])) > MAX_FRAME
+    sent, received = sync(source, destination)
+    assert sent == received == 400
+    assert_same_tree(source, destination)
