@@ -14,6 +14,8 @@ MOLECULE := $(CURDIR)/extensions/molecule
 # The lab's run directory and first SSH port (src; dst is the next port); the inventory reads the same variables.
 export FERRY_LAB_DIR ?= $(HOME)/.cache/ferry-runc/lab
 export FERRY_LAB_PORT_BASE ?= 2222
+# molecule keeps the lab's state (shared by all scenarios) here, one per lab.
+export MOLECULE_EPHEMERAL_DIRECTORY ?= $(FERRY_LAB_DIR).molecule
 LAB_SSH := ssh -i $(FERRY_LAB_DIR)/id_ed25519 -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
            -o LogLevel=ERROR root@127.0.0.1
 

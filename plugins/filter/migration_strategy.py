@@ -64,7 +64,8 @@ def migration_strategy(requested, source_features, destination_features, source=
         strategy, why = choose(requested, source_features, destination_features)
     except ValueError as exc:
         message = str(exc).replace("on the source", f"on the source {source}").replace("on the destination", f"on the destination {destination}")
-        raise AnsibleFilterError(message) from exc
+        # Not chained: ansible-core appends a cause's message, which would repeat this one without the host names.
+        raise AnsibleFilterError(message) from None
     return {"strategy": strategy, "why": why}
 
 

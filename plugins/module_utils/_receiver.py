@@ -66,8 +66,10 @@ class Receiver:
             return listener
 
     def run(self, listener: socket.socket) -> dict[str, Any]:
-        channel = accept(listener, self.params["secret"], self.params["connect_timeout"])
-        listener.close()
+        try:
+            channel = accept(listener, self.params["secret"], self.params["connect_timeout"])
+        finally:
+            listener.close()
         try:
             self._serve(channel)
         except ChannelError as exc:
@@ -95,23 +97,29 @@ class Receiver:
         while True:
             message = channel.recv()
             kind = message["type"]
-            began = time.monotonic()
             if kind == "sync":
                 self._sync(channel, message)
             elif kind in ("commit", "rollback"):
                 self._end(channel, kind, message)
                 return
-            elif kind in handlers:
-                try:
-                    answer = handlers[kind](message, channel)
-                except (RequestFailed, OSError) as exc:
-                    channel.send("failed", error=str(exc), log=getattr(exc, "log", []))
-                else:
-                    if answer is not None:
-                        channel.send("ok", **answer)
             else:
-                channel.send("failed", error=f"unknown request {kind!r}")
-            self.result["requests"].append({"type": kind, "seconds": round(time.monotonic() - began, 3)})
+                began = time.monotonic()
+                self._answer(channel, handlers.get(kind), message)
+                self.result["requests"].append({"type": kind, "seconds": round(time.monotonic() - began, 3)})
+
+    @staticmethod
+    def _answer(channel: Channel, handler: Any, message: dict[str, Any]) -> None:
+        """Run a request's handler and answer 'ok' with what it returns (None: it answered itself) or 'failed'."""
+        if handler is None:
+            channel.send("failed", error=f"unknown request {message['type']!r}")
+            return
+        try:
+            answer = handler(message, channel)
+        except (RequestFailed, OSError) as exc:
+            channel.send("failed", error=str(exc), log=getattr(exc, "log", []))
+            return
+        if answer is not None:
+            channel.send("ok", **answer)
 
     # -- requests ---------------------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ def build(plan: Mapping[str, Any], sender: Mapping[str, Any], receiver: Mapping[
     bytes_moved = {
         "pre_copy_pages": int(_sum(rounds, "bytes_written")),
         "final_pages": int(final.get("bytes_written", 0)),
+        "post_copy_pages": int(final.get("bytes_lazy", 0)),
         "final_images_over_channel": int(final.get("images_sent_bytes", 0)),
         "bundle": int(_sum(bundle_sync, "bytes")),
         "control_channel_overhead": 0,
@@ -57,10 +58,17 @@ def build(plan: Mapping[str, Any], sender: Mapping[str, Any], receiver: Mapping[
         "frozen_ms_criu": final.get("frozen_ms"),
         "downtime_ms": sender.get("downtime_ms"),
         "bytes": dict(bytes_moved, total=sum(bytes_moved.values())),
-        "seconds": {key: round(value, 3) for key, value in dict(controller_seconds, total=sum(controller_seconds.values())).items()},
+        "seconds": _phases_and_total(controller_seconds),
         "sender_seconds": sender.get("total_seconds"),
         "receiver": {"outcome": receiver.get("outcome"), "requests": receiver.get("requests", [])},
     }
+
+
+def _phases_and_total(phases: Mapping[str, float]) -> dict[str, float]:
+    """Each phase rounded to the millisecond, and their total from the rounded values, so that they add up."""
+    seconds = {key: round(value, 3) for key, value in phases.items()}
+    seconds["total"] = round(sum(seconds.values()), 3)
+    return seconds
 
 
 def _outcome(sender: Mapping[str, Any], receiver: Mapping[str, Any]) -> str:

@@ -11,6 +11,7 @@ frozen window, and no failure path leaves the workload running nowhere.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 import subprocess
@@ -59,6 +60,7 @@ class Sender:
         self.last_round: str | None = None
         self.lazy_process: subprocess.Popen | None = None
         self.created_image_dir = False
+        self.restore_requested = False
         self.criu_path = params["criu_path"] or module.get_bin_path("criu", required=True)
         self.step = "preflight"
         self.report: dict[str, Any] = {
@@ -301,6 +303,7 @@ class Sender:
             self.report["final"]["images_sent_seconds"] = round(time.monotonic() - began, 3)
         if self.params["bundle_sync"] == "copy":
             self._sync_bundle("bundle update (frozen)", bundle)
+        self.restore_requested = True
         answer = self.channel.request("restore", dir=FINAL, manifest=manifest, lazy=lazy)
         self.report["restore"] = answer["restore"]
         self.report["downtime_ms"] = round((time.monotonic() - self.frozen_at) * 1000)
@@ -319,6 +322,10 @@ class Sender:
         self.report["lazy"] = dict(done, source_rc=rc)
         if not done["ok"]:
             raise MigrationFailed("post-copy page transfer", done["error"], done.get("log"))
+        # CRIU writes a lazy dump's statistics once the last page is served.
+        stats_path = os.path.join(self.image_dir, FINAL, "stats-dump")
+        if os.path.exists(stats_path):
+            self.report["final"].update(_round_record(0, self.report["frozen_at"], dict(read_dump_stats(stats_path), seconds=None)))
 
     def _finish(self) -> None:
         self.runc("delete the source copy", "delete", "--force", self.container)
@@ -334,6 +341,12 @@ class Sender:
         if self.report["source_deleted"]:
             self.report["recovery"] = "the destination runs the container; only the final commit message was lost"
             return
+        if self.report.get("restore") and self.report.get("lazy", {}).get("ok", True) and self.channel:
+            status = self._source_status()
+            if status != "paused":
+                # The destination's copy runs; deleting it now would leave the container running nowhere.
+                self._keep_destination_copy(status)
+                return
         if self.channel:
             try:
                 self.channel.request("rollback", reason=str(error))
@@ -355,6 +368,30 @@ class Sender:
             return
         self.report["rolled_back"] = True
         self.report["recovery"] = "the container was resumed on the source from the moment it was frozen"
+        if self.restore_requested and self.report.get("receiver_unreachable"):
+            self.report["recovery"] += (
+                "; the destination could not be told to drop its copy and may run one too:"
+                f" check it and delete one of the two (runc delete --force {self.container})"
+            )
+
+    def _source_status(self) -> str:
+        rc, out, err = self.module.run_command([self.runc_path, "--root", self.root, "state", self.container], check_rc=False)
+        if rc != 0:
+            return "absent" if "does not exist" in err else "unknown"
+        try:
+            return json.loads(out).get("status", "unknown")
+        except ValueError:
+            return "unknown"
+
+    def _keep_destination_copy(self, status: str) -> None:
+        try:
+            self.channel.request("commit", keep_images=True)
+        except (ChannelError, OSError):
+            self.report["receiver_unreachable"] = True
+        self.report["recovery"] = (
+            f"the source copy cannot be resumed (it is {status}), so the destination keeps running the container;"
+            f" the images are kept in {self.image_dir}"
+        )
 
 
 CHECKPOINT_PASSTHROUGH = ("tcp_established", "file_locks", "ext_unix_sk", "shell_job", "manage_cgroups_mode")
@@ -372,6 +409,7 @@ def _round_record(number: int, started_at: float, stats: dict[str, Any]) -> dict
         "bytes_written": pages * _strategy.PAGE_SIZE,
         "write_seconds": stats.get("memwrite_time", 0) / 1e6,
         "frozen_ms": round(stats.get("frozen_time", 0) / 1000, 1),
+        "bytes_lazy": stats.get("pages_lazy", 0) * _strategy.PAGE_SIZE,
     }
 
 

@@ -1,0 +1,192 @@
+"""The migration report (_report): the three views joined, parts that add up to their totals, and the summary lines."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict
+
+import pytest
+
+from ansible_collections.ferry.runc.plugins.module_utils._report import build, summary
+
+PLAN = {
+    "migration_id": "web1-20261125",
+    "container": "web1",
+    "source": "src",
+    "destination": "dst",
+    "strategy": "pre-copy",
+    "strategy_reason": "the source tracks dirty memory (soft-dirty), so memory can be copied while the container runs",
+    "transport": "shared",
+    "bundle_sync": "copy",
+}
+
+
+def precopy_round(number: int, pages: int, skipped: int, seconds: float, fetch_seconds: float) -> Dict[str, Any]:
+    return {
+        "round": number, "started_at": 1764110060.0 + number, "seconds": seconds, "pages_scanned": 1130,
+        "pages_skipped_parent": skipped, "pages_written": pages, "bytes_written": pages * 4096, "write_seconds": 0.049,
+        "frozen_ms": 269.2, "bytes_fetched": pages * 4096 + 1200, "fetch_seconds": fetch_seconds,
+        "predicted_final_frozen_ms": 330,
+    }
+
+
+SENDER = {
+    "container": "web1",
+    "strategy": "pre-copy",
+    "transport": "shared",
+    "rounds": [precopy_round(1, 34, 0, 0.412, 0.021), precopy_round(2, 24, 9, 0.305, 0.013)],
+    "stop_reason": "round limit: 2 rounds (predicted frozen time 2190 ms)",
+    "rolled_back": False,
+    "source_deleted": True,
+    "bundle": "/srv/ferry-runc/bundles/web1",
+    "bundle_sync": [{"step": "bundle copy", "bytes": 5_000_000, "seconds": 0.8}, {"step": "bundle update (frozen)", "bytes": 9, "seconds": 0.01}],
+    "frozen_at": 1764110065.25,
+    "final": {"round": 0, "started_at": 1764110065.25, "seconds": 2.31, "pages_scanned": 1130, "pages_skipped_parent": 9,
+              "pages_written": 24, "bytes_written": 98304, "write_seconds": 0.005, "frozen_ms": 2185.2},
+    "restore": {"pages_compared": 9, "pages_skipped_cow": 2, "forking_time": 6868, "restore_time": 1712579, "pages_restored": 31,
+                "seconds": 1.95},
+    "downtime_ms": 4420,
+    "completed_seconds": 6.1,
+    "channel_bytes": 5_012_345,
+    "total_seconds": 6.2,
+}
+RECEIVER = {"container": "web1", "outcome": "committed", "requests": [{"type": "prepare", "seconds": 0.002}],
+            "restore": SENDER["restore"], "channel_bytes": 5_012_345}
+# Epoch seconds as the controller takes them (microseconds): each phase rounds on its own.
+CONTROLLER = {"started": 1764110049.543509, "sender_started": 1764110058.53333, "sender_ended": 1764110097.628908,
+              "ended": 1764110101.572525}
+
+
+def sender_with(**changes: Any) -> Dict[str, Any]:
+    sender = copy.deepcopy(SENDER)
+    sender.update(changes)
+    return {key: value for key, value in sender.items() if value is not None}
+
+
+def test_the_report_joins_the_plan_and_both_sides():
+    report = build(PLAN, SENDER, RECEIVER, CONTROLLER)
+
+    for key in ("migration_id", "container", "source", "destination", "strategy", "strategy_reason", "transport", "bundle_sync"):
+        assert report[key] == PLAN[key]
+    assert report["outcome"] == "migrated"
+    assert report["recovery"] is None
+    assert report["pre_copy"]["rounds"] == SENDER["rounds"]
+    assert report["pre_copy"]["stop_reason"] == SENDER["stop_reason"]
+    assert report["final_dump"] == SENDER["final"]
+    assert report["restore"] == SENDER["restore"]
+    assert report["frozen_ms_criu"] == 2185.2
+    assert report["downtime_ms"] == 4420
+    assert report["post_copy_transfer_seconds"] is None
+    assert report["sender_seconds"] == 6.2
+    assert report["receiver"] == {"outcome": "committed", "requests": RECEIVER["requests"]}
+
+
+def test_pre_copy_time_is_the_rounds_dumps_plus_the_receivers_checks():
+    report = build(PLAN, SENDER, RECEIVER, CONTROLLER)
+
+    assert report["pre_copy"]["seconds"] == round(0.412 + 0.021 + 0.305 + 0.013, 3)
+
+
+def test_the_bytes_add_up_to_the_total():
+    report = build(PLAN, SENDER, RECEIVER, CONTROLLER)
+
+    moved = report["bytes"]
+    assert moved["pre_copy_pages"] == (34 + 24) * 4096
+    assert moved["final_pages"] == 24 * 4096
+    assert moved["final_images_over_channel"] == 0
+    assert moved["bundle"] == 5_000_009
+    assert moved["control_channel_overhead"] == 5_012_345 - 5_000_009
+    assert moved["total"] == sum(value for key, value in moved.items() if key != "total")
+
+
+def test_images_sent_over_the_channel_are_not_counted_as_overhead():
+    sender = sender_with(final=dict(SENDER["final"], images_sent_bytes=7000), bundle_sync=[], channel_bytes=9000)
+
+    moved = build(PLAN, sender, RECEIVER, CONTROLLER)["bytes"]
+
+    assert (moved["final_images_over_channel"], moved["bundle"], moved["control_channel_overhead"]) == (7000, 0, 2000)
+    assert moved["total"] == sum(value for key, value in moved.items() if key != "total")
+
+
+def test_the_overhead_is_never_negative():
+    moved = build(PLAN, sender_with(channel_bytes=None), RECEIVER, CONTROLLER)["bytes"]
+
+    assert moved["control_channel_overhead"] == 0
+    assert moved["total"] == sum(value for key, value in moved.items() if key != "total")
+
+
+def test_the_phases_add_up_to_the_total_time():
+    seconds = build(PLAN, SENDER, RECEIVER, CONTROLLER)["seconds"]
+
+    assert seconds["preflight"] == round(CONTROLLER["sender_started"] - CONTROLLER["started"], 3)
+    assert seconds["migration"] == round(CONTROLLER["sender_ended"] - CONTROLLER["sender_started"], 3)
+    assert seconds["report_and_cleanup"] == round(CONTROLLER["ended"] - CONTROLLER["sender_ended"], 3)
+    phases = seconds["preflight"] + seconds["migration"] + seconds["report_and_cleanup"]
+    assert seconds["total"] == round(phases, 3), f"the phases {seconds} add up to {round(phases, 3)}, not to the total"
+
+
+OUTCOMES = {
+    "migrated": ({}, "migrated"),
+    "rolled back": ({"source_deleted": False, "rolled_back": True, "recovery": "resumed"}, "rolled back to the source"),
+    "failed before the freeze": ({"source_deleted": False, "frozen_at": None}, "failed before the freeze; the source kept running"),
+    "rollback failed": ({"source_deleted": False, "recovery": "ROLLBACK FAILED: ..."}, "failed"),
+}
+
+
+@pytest.mark.parametrize("changes, outcome", OUTCOMES.values(), ids=OUTCOMES.keys())
+def test_the_outcome(changes: Dict[str, Any], outcome: str):
+    report = build(PLAN, sender_with(**changes), RECEIVER, CONTROLLER)
+
+    assert report["outcome"] == outcome
+    assert report["recovery"] == changes.get("recovery")
+
+
+def test_the_receivers_restore_is_used_when_the_sender_has_none():
+    sender = sender_with(restore=None, downtime_ms=None, source_deleted=False)
+
+    assert build(PLAN, sender, RECEIVER, CONTROLLER)["restore"] == RECEIVER["restore"]
+
+
+def test_a_post_copy_report_has_its_transfer_time():
+    sender = sender_with(rounds=[], stop_reason=None, lazy={"ok": True, "seconds": 3.5, "source_rc": 0})
+
+    report = build(dict(PLAN, strategy="post-copy"), sender, RECEIVER, CONTROLLER)
+
+    assert report["post_copy_transfer_seconds"] == 3.5
+    assert report["pre_copy"] == {"rounds": [], "stop_reason": None, "seconds": 0}
+
+
+def test_the_summary_of_a_migration():
+    report = build(PLAN, SENDER, RECEIVER, CONTROLLER)
+    seconds = report["seconds"]
+
+    assert summary(report) == [
+        "web1: src -> dst: migrated",
+        f"strategy pre-copy ({PLAN['strategy_reason']}), transport shared, bundle copy",
+        "  pre-dump 1: 34 pages written, 0 skipped (parent), 0.412 s",
+        "  pre-dump 2: 24 pages written, 9 skipped (parent), 0.305 s",
+        "  pre-copy stopped: round limit: 2 rounds (predicted frozen time 2190 ms)",
+        "downtime 4420 ms (CRIU frozen 2185.2 ms, restore 1.95 s)",
+        f"time: preflight {seconds['preflight']} s + migration {seconds['migration']} s + report {seconds['report_and_cleanup']} s"
+        f" = {seconds['total']} s; bytes moved {report['bytes']['total']}",
+    ]
+
+
+def test_the_summary_of_a_migration_that_failed_before_the_freeze():
+    sender = {"container": "web1", "strategy": "stop-and-copy", "transport": "shared", "rounds": [], "stop_reason": None,
+              "rolled_back": False, "source_deleted": False, "recovery": "nothing was frozen; the container kept running on the source",
+              "total_seconds": 0.4}
+    receiver = {"container": "web1", "outcome": "rolled back: the receiver failed: ...", "requests": []}
+    controller = {"started": 10.0, "sender_started": 12.5, "sender_ended": 13.0, "ended": 13.25}
+
+    report = build(dict(PLAN, strategy="stop-and-copy"), sender, receiver, controller)
+
+    assert report["outcome"] == "failed before the freeze; the source kept running"
+    assert report["bytes"]["total"] == 0
+    assert report["seconds"] == {"preflight": 2.5, "migration": 0.5, "report_and_cleanup": 0.25, "total": 3.25}
+    assert summary(report) == [
+        "web1: src -> dst: failed before the freeze; the source kept running",
+        f"strategy stop-and-copy ({PLAN['strategy_reason']}), transport shared, bundle copy",
+        "time: preflight 2.5 s + migration 0.5 s + report 0.25 s = 3.25 s; bytes moved 0",
+        "recovery: nothing was frozen; the container kept running on the source",
+    ]
