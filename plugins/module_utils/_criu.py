@@ -71,3 +71,29 @@ def _run(module, argv: list[str], step: str) -> str:
     if rc != 0:
         module.fail_json(msg=f"{step} failed: {' '.join(argv)} exited with {rc}: {(err or out).strip()}")
     return out
+
+
+# TLS for CRIU's page stream
+
+
+RUNC_CONFIG = "/etc/criu/runc.conf"
+RUNC_CONFIG_MARKER = "# ferry.runc: TLS of a running migration; removed when it ends"
+
+
+def tls_args(params: dict) -> list[str]:
+    """CRIU's TLS options for a page server or lazy-pages daemon that this collection starts itself."""
+    if not params.get("tls_cert"):
+        return []
+    return ["--tls", "--tls-cacert", params["tls_cacert"], "--tls-cert", params["tls_cert"], "--tls-key", params["tls_key"]]
+
+
+def runc_config_with_tls(current: str, params: dict) -> str:
+    """runc passes no TLS options to CRIU: they go into runc's CRIU configuration file, after what is there already
+    (less any TLS section an interrupted migration left behind)."""
+    kept = runc_config_without_tls(current)
+    lines = [RUNC_CONFIG_MARKER, "tls", f"tls-cacert {params['tls_cacert']}", f"tls-cert {params['tls_cert']}", f"tls-key {params['tls_key']}"]
+    return kept + ("\n" if kept and not kept.endswith("\n") else "") + "\n".join(lines) + "\n"
+
+
+def runc_config_without_tls(current: str) -> str:
+    return current.split(RUNC_CONFIG_MARKER, 1)[0]

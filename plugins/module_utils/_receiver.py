@@ -21,7 +21,7 @@ from typing import Any
 
 from ansible_collections.ferry.runc.plugins.module_utils import _manifest, _treesync
 from ansible_collections.ferry.runc.plugins.module_utils._channel import SHARE_TOKEN, Channel, ChannelError, accept
-from ansible_collections.ferry.runc.plugins.module_utils._criu import log_excerpt
+from ansible_collections.ferry.runc.plugins.module_utils._criu import log_excerpt, tls_args
 from ansible_collections.ferry.runc.plugins.module_utils._criu_stats import read_restore_stats
 from ansible_collections.ferry.runc.plugins.module_utils._runc import DEFAULT_ROOT, RESTORE_LOG, container_state, restore_argv, runc_error
 
@@ -205,6 +205,7 @@ class Receiver:
         pidfile = os.path.join(path, "page-server.pid")
         argv = [self.criu_path, "page-server", "-D", path, "--address", self.params["listen_address"],
                 "--port", str(self.params["page_server_port"]), "-d", "--pidfile", pidfile, "-o", "page-server.log"]
+        argv += tls_args(self.params)
         if message.get("parent"):
             argv += ["--prev-images-dir", "../" + os.path.basename(self._image_path(message["parent"]))]
         rc, out, err = self.module.run_command(argv, check_rc=False)
@@ -279,7 +280,7 @@ class Receiver:
 
     def _start_lazy_daemon(self, directory: str, lazy: dict[str, Any]) -> None:
         argv = [self.criu_path, "lazy-pages", "--page-server", "--address", lazy["address"], "--port", str(lazy["port"]),
-                "-D", directory, "-o", "lazy-pages.log"]
+                "-D", directory, "-o", "lazy-pages.log"] + tls_args(self.params)
         self.lazy_daemon = subprocess.Popen(  # pylint: disable=consider-using-with
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )

@@ -27,7 +27,6 @@ def build(plan: Mapping[str, Any], sender: Mapping[str, Any], receiver: Mapping[
     bytes_moved = {
         "pre_copy_pages": int(_sum(rounds, "bytes_written")),
         "final_pages": int(final.get("bytes_written", 0)),
-        "post_copy_pages": int(final.get("bytes_lazy", 0)),
         "final_images_over_channel": int(final.get("images_sent_bytes", 0)),
         "bundle": int(_sum(bundle_sync, "bytes")),
         "control_channel_overhead": 0,
@@ -94,9 +93,10 @@ def summary(report: Mapping[str, Any]) -> list[str]:
         lines.append(f"  pre-copy stopped: {report['pre_copy']['stop_reason']}")
     if report["downtime_ms"] is not None:
         restore = report["restore"] or {}
-        lines.append(
-            f"downtime {report['downtime_ms']} ms (CRIU frozen {report['frozen_ms_criu']} ms, restore {restore.get('seconds')} s)"
-        )
+        frozen = f"CRIU frozen {report['frozen_ms_criu']} ms, " if report["frozen_ms_criu"] is not None else ""
+        lines.append(f"downtime {report['downtime_ms']} ms ({frozen}restore {restore.get('seconds')} s)")
+    if report["post_copy_transfer_seconds"] is not None:
+        lines.append(f"post-copy: every page on the destination {report['post_copy_transfer_seconds']} s after the restore")
     seconds = report["seconds"]
     lines.append(
         f"time: preflight {seconds['preflight']} s + migration {seconds['migration']} s + report {seconds['report_and_cleanup']} s"

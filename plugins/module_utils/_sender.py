@@ -20,7 +20,12 @@ from typing import Any
 
 from ansible_collections.ferry.runc.plugins.module_utils import _manifest, _strategy, _treesync
 from ansible_collections.ferry.runc.plugins.module_utils._channel import SHARE_TOKEN, Channel, ChannelError, connect
-from ansible_collections.ferry.runc.plugins.module_utils._criu import log_excerpt
+from ansible_collections.ferry.runc.plugins.module_utils._criu import (
+    RUNC_CONFIG,
+    log_excerpt,
+    runc_config_with_tls,
+    runc_config_without_tls,
+)
 from ansible_collections.ferry.runc.plugins.module_utils._criu_stats import read_dump_stats
 from ansible_collections.ferry.runc.plugins.module_utils._runc import (
     DEFAULT_ROOT,
@@ -115,6 +120,7 @@ class Sender:
             status = "absent" if state is None else state.get("status")
             raise MigrationFailed("preflight", f"container {self.container} is {status} on the source, not running")
         self.report["bundle"] = state["bundle"]
+        self._set_tls(enabled=True)
         try:
             self.step = "prepare the source"
             share_token = self._prepare_image_dir()
@@ -143,11 +149,33 @@ class Sender:
                 self._remove_image_dir()
             raise
         finally:
+            self._set_tls(enabled=False)
             if self.channel:
                 self.report["channel_bytes"] = self.channel.bytes_sent + self.channel.bytes_received
                 self.channel.close()
             self.report["total_seconds"] = round(time.monotonic() - self.started, 3)
         return self.report
+
+    def _set_tls(self, enabled: bool) -> None:
+        """Give (or take back) runc's CRIU the migration's TLS certificate, when the caller provides one."""
+        if not self.params["tls_cert"]:
+            return
+        try:
+            with open(RUNC_CONFIG) as handle:
+                current = handle.read()
+        except FileNotFoundError:
+            current = ""
+        wanted = runc_config_with_tls(current, self.params) if enabled else runc_config_without_tls(current)
+        if wanted == current:
+            return
+        if wanted:
+            os.makedirs(os.path.dirname(RUNC_CONFIG), mode=0o755, exist_ok=True)
+            with open(RUNC_CONFIG + ".ferry-tmp", "w") as handle:
+                handle.write(wanted)
+            os.replace(RUNC_CONFIG + ".ferry-tmp", RUNC_CONFIG)
+        else:
+            os.unlink(RUNC_CONFIG)
+        self.report["tls"] = True
 
     def _prepare_image_dir(self) -> str:
         """Create this migration's image directory (it must be new: everything in it is then ours to remove), dump
@@ -322,10 +350,6 @@ class Sender:
         self.report["lazy"] = dict(done, source_rc=rc)
         if not done["ok"]:
             raise MigrationFailed("post-copy page transfer", done["error"], done.get("log"))
-        # CRIU writes a lazy dump's statistics once the last page is served.
-        stats_path = os.path.join(self.image_dir, FINAL, "stats-dump")
-        if os.path.exists(stats_path):
-            self.report["final"].update(_round_record(0, self.report["frozen_at"], dict(read_dump_stats(stats_path), seconds=None)))
 
     def _finish(self) -> None:
         self.runc("delete the source copy", "delete", "--force", self.container)
@@ -409,7 +433,6 @@ def _round_record(number: int, started_at: float, stats: dict[str, Any]) -> dict
         "bytes_written": pages * _strategy.PAGE_SIZE,
         "write_seconds": stats.get("memwrite_time", 0) / 1e6,
         "frozen_ms": round(stats.get("frozen_time", 0) / 1000, 1),
-        "bytes_lazy": stats.get("pages_lazy", 0) * _strategy.PAGE_SIZE,
     }
 
 

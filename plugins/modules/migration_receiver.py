@@ -87,6 +87,17 @@ options:
     description: CRIU's cgroup handling (runc C(--manage-cgroups-mode)); the runc default when unset.
     type: str
     choices: [soft, full, strict, ignore]
+  tls_cacert:
+    description:
+      - CA certificate (PEM) for TLS on CRIU's page stream, with O(tls_cert) and O(tls_key); the page servers and the
+        lazy-pages daemon this module starts then use C(--tls). Give the sender the same files.
+    type: path
+  tls_cert:
+    description: Certificate (PEM) for TLS on CRIU's page stream, signed by O(tls_cacert).
+    type: path
+  tls_key:
+    description: Private key (PEM) of O(tls_cert).
+    type: path
   root:
     description: runc's state directory (runc C(--root)); runc's default when unset.
     type: path
@@ -154,10 +165,14 @@ def main() -> None:
             "lazy_timeout": {"type": "int", "default": 1800},
             "tcp_established": {"type": "bool", "default": False},
             "manage_cgroups_mode": {"type": "str", "choices": ["soft", "full", "strict", "ignore"]},
+            "tls_cacert": {"type": "path"},
+            "tls_cert": {"type": "path"},
+            "tls_key": {"type": "path", "no_log": False},
             "root": {"type": "path"},
             "runc_path": {"type": "path"},
             "criu_path": {"type": "path"},
         },
+        required_together=[("tls_cacert", "tls_cert", "tls_key")],
         supports_check_mode=False,
     )
     runc_path = module.params["runc_path"] or module.get_bin_path("runc", required=True)

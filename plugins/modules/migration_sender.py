@@ -134,6 +134,21 @@ options:
     description: CRIU's cgroup handling (runc C(--manage-cgroups-mode)); the runc default when unset.
     type: str
     choices: [soft, full, strict, ignore]
+  tls_cacert:
+    description:
+      - CA certificate (PEM) for TLS on CRIU's page stream, with O(tls_cert) and O(tls_key); without them pages travel
+        in clear text.
+      - runc passes no TLS options to CRIU, so for the migration's duration this module adds them to runc's CRIU
+        configuration file C(/etc/criu/runc.conf) (after what is there already) and takes them out again at the end.
+      - CRIU checks the peer's certificate against the address of the page server (the receiver's, or this host's
+        with post-copy) on both ends, so one certificate whose subjectAltName holds both addresses serves both hosts.
+    type: path
+  tls_cert:
+    description: Certificate (PEM) for TLS on CRIU's page stream, signed by O(tls_cacert).
+    type: path
+  tls_key:
+    description: Private key (PEM) of O(tls_cert).
+    type: path
   root:
     description: runc's state directory (runc C(--root)); runc's default when unset.
     type: path
@@ -256,11 +271,15 @@ def main() -> None:
             "ext_unix_sk": {"type": "bool", "default": False},
             "shell_job": {"type": "bool", "default": False},
             "manage_cgroups_mode": {"type": "str", "choices": ["soft", "full", "strict", "ignore"]},
+            "tls_cacert": {"type": "path"},
+            "tls_cert": {"type": "path"},
+            "tls_key": {"type": "path", "no_log": False},
             "root": {"type": "path"},
             "runc_path": {"type": "path"},
             "criu_path": {"type": "path"},
         },
         required_if=[("strategy", "post-copy", ["lazy_address"])],
+        required_together=[("tls_cacert", "tls_cert", "tls_key")],
         supports_check_mode=False,
     )
     runc_path = module.params["runc_path"] or module.get_bin_path("runc", required=True)

@@ -191,13 +191,14 @@ class Migration:
             "downtime_budget_ms": 1000, "min_shrink": 0.25, "max_rounds": 8, "min_rounds": 1, "keep_images": False,
             "connect_timeout": 5, "dump_timeout": 10, "tcp_established": False, "file_locks": False,
             "ext_unix_sk": False, "shell_job": False, "manage_cgroups_mode": None, "root": None, "runc_path": None,
-            "criu_path": None,
+            "criu_path": None, "tls_cacert": None, "tls_cert": None, "tls_key": None,
         }
         self.receiver_params = {
             "container": CONTAINER, "bundle": str(self.destination_bundle), "image_dir": str(self.destination_images),
             "work_dir": str(self.work), "listen_address": ADDRESS, "port": 0, "page_server_port": PAGE_SERVER_PORT,
             "secret": SECRET, "verify_images": True, "connect_timeout": 10, "lazy_timeout": 10,
             "tcp_established": False, "manage_cgroups_mode": None, "root": None, "runc_path": None, "criu_path": None,
+            "tls_cacert": None, "tls_cert": None, "tls_key": None,
         }
         self.sender_steps: List[Step] = []
         self.receiver_steps: List[Step] = []

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from ansible_collections.ferry.runc.plugins.module_utils import _criu
 from ansible_collections.ferry.runc.plugins.module_utils._criu import log_excerpt
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "criu"
@@ -55,3 +58,27 @@ def test_lines_that_report_nothing_wrong_are_left_out(tmp_path: Path):
 
 def test_a_missing_log_gives_no_lines(tmp_path: Path):
     assert log_excerpt(str(tmp_path / "restore.log")) == []
+
+
+TLS = {"tls_cacert": "/t/ca.pem", "tls_cert": "/t/cert.pem", "tls_key": "/t/key.pem"}
+
+
+def test_tls_args_follow_the_certificate():
+    assert _criu.tls_args(TLS) == ["--tls", "--tls-cacert", "/t/ca.pem", "--tls-cert", "/t/cert.pem", "--tls-key", "/t/key.pem"]
+    assert _criu.tls_args({"tls_cacert": None, "tls_cert": None, "tls_key": None}) == []
+
+
+@pytest.mark.parametrize("current", ["", "tcp-established\n", "tcp-established"])
+def test_tls_lines_are_added_after_the_runc_config_and_taken_out_again(current):
+    with_tls = _criu.runc_config_with_tls(current, TLS)
+    assert with_tls.splitlines()[-4:] == ["tls", "tls-cacert /t/ca.pem", "tls-cert /t/cert.pem", "tls-key /t/key.pem"]
+    assert with_tls.startswith(current)
+    assert _criu.runc_config_without_tls(with_tls).rstrip("\n") == current.rstrip("\n")
+
+
+def test_tls_lines_left_by_an_interrupted_migration_are_replaced():
+    stale = _criu.runc_config_with_tls("tcp-established\n", {"tls_cacert": "/old/ca", "tls_cert": "/old/c", "tls_key": "/old/k"})
+    fresh = _criu.runc_config_with_tls(stale, TLS)
+    assert "/old/" not in fresh
+    assert fresh.count(_criu.RUNC_CONFIG_MARKER) == 1
+    assert fresh.startswith("tcp-established\n")
