@@ -295,7 +295,7 @@ class Sender:
         address = self.params["lazy_address"]
         port = self.params["lazy_port"]
         self.lazy_process = self._start_lazy_dump(path, f"{address}:{port}")
-        self.report["final"] = {"images_ready_seconds": round(time.monotonic() - self.frozen_at, 3)}
+        self.report["final"] = {"started_at": self.report["frozen_at"], "images_ready_seconds": round(time.monotonic() - self.frozen_at, 3)}
         self._handover(bundle, lazy={"address": address, "port": port})
 
     def _start_lazy_dump(self, path: str, page_server: str) -> subprocess.Popen:

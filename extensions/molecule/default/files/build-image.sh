@@ -10,9 +10,11 @@ set -euo pipefail
 out_dir=$1
 suite=bookworm
 disk_size=8G
+# python3-apt: Ansible's apt module (behind ansible.builtin.package) would otherwise fetch it in every fresh VM.
 packages=(
   linux-image-amd64 systemd-sysv udev kmod iproute2 openssh-server python3
   runc criu iptables nfs-kernel-server nfs-common busybox-static procps
+  python3-apt
 )
 
 apt_mirror() {

@@ -318,6 +318,7 @@ def test_post_copy_restores_at_once_and_deletes_the_source_after_the_last_page(m
     assert report["source_deleted"] is True and report["rolled_back"] is False
     assert report["lazy"]["ok"] is True and report["lazy"]["source_rc"] == 0
     assert report["final"]["images_ready_seconds"] >= 0
+    assert report["final"]["started_at"] == report["frozen_at"]
     # CRIU 3.17's statistics of a lazy dump count neither the lazy pages nor the downtime: none are reported.
     assert "frozen_ms" not in report["final"]
     assert report["restore"] == dict(RESTORE_STATS, seconds=report["restore"]["seconds"])
