@@ -24,6 +24,7 @@ description:
 author: ferry.runc contributors (@ferry-runc)
 extends_documentation_fragment:
   - ferry.runc._attributes
+  - ferry.runc._criu_tls
 attributes:
   check_mode:
     support: none
@@ -91,12 +92,6 @@ options:
     description:
       - CA certificate (PEM) for TLS on CRIU's page stream, with O(tls_cert) and O(tls_key); the page servers and the
         lazy-pages daemon this module starts then use C(--tls). Give the sender the same files.
-    type: path
-  tls_cert:
-    description: Certificate (PEM) for TLS on CRIU's page stream, signed by O(tls_cacert).
-    type: path
-  tls_key:
-    description: Private key (PEM) of O(tls_cert).
     type: path
   root:
     description: runc's state directory (runc C(--root)); runc's default when unset.

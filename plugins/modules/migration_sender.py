@@ -26,6 +26,7 @@ description:
 author: ferry.runc contributors (@ferry-runc)
 extends_documentation_fragment:
   - ferry.runc._attributes
+  - ferry.runc._criu_tls
 attributes:
   check_mode:
     support: none
@@ -142,12 +143,6 @@ options:
         configuration file C(/etc/criu/runc.conf) (after what is there already) and takes them out again at the end.
       - CRIU checks the peer's certificate against the address of the page server (the receiver's, or this host's
         with post-copy) on both ends, so one certificate whose subjectAltName holds both addresses serves both hosts.
-    type: path
-  tls_cert:
-    description: Certificate (PEM) for TLS on CRIU's page stream, signed by O(tls_cacert).
-    type: path
-  tls_key:
-    description: Private key (PEM) of O(tls_cert).
     type: path
   root:
     description: runc's state directory (runc C(--root)); runc's default when unset.
