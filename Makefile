@@ -71,7 +71,10 @@ sanity: venv
 unit: venv collection
 	$(BIN)/python -m pytest -q tests/unit
 
+# molecule's state says "created" whenever an earlier run did not reach its destroy step, even when those VMs are
+# long gone (a reboot, a killed job): it is dropped so that create.yml, idempotent, always checks the real lab.
 molecule: venv collection host-packages
+	rm -rf $(MOLECULE_EPHEMERAL_DIRECTORY)
 	$(BIN)/molecule test --all
 
 test: venv
