@@ -26,10 +26,13 @@ AUTH_MAC_SIZE = 64
 SHARE_TOKEN = ".ferry-share-token"
 MAX_FRAME = 8 * 1024 * 1024
 HEADER = struct.Struct("!I")
-# A peer that vanishes (host down, link cut) is noticed after about KEEPALIVE_IDLE + KEEPALIVE_INTERVAL * KEEPALIVE_COUNT s.
+# A peer that vanishes (host down, link cut) is noticed after about KEEPALIVE_IDLE + KEEPALIVE_INTERVAL * KEEPALIVE_COUNT s
+# when the connection is idle, and after UNACKED_TIMEOUT_MS when data sent to it stays unacknowledged (keepalive
+# probes do not run then, and TCP's own retries would take about 15 minutes).
 KEEPALIVE_IDLE = 5
 KEEPALIVE_INTERVAL = 3
 KEEPALIVE_COUNT = 5
+UNACKED_TIMEOUT_MS = (KEEPALIVE_IDLE + KEEPALIVE_INTERVAL * KEEPALIVE_COUNT) * 1000
 CHALLENGE_TIMEOUT = 5
 
 
@@ -137,6 +140,7 @@ def _keepalive(sock: socket.socket) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, UNACKED_TIMEOUT_MS)
 
 
 def _auth_mac(secret: str, nonce: str) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from typing import Dict
 
 MANIFEST_NAME = "ferry-manifest.json"
@@ -64,10 +65,20 @@ def verify(directory: str, manifest: Manifest) -> list[str]:
     problems = []
     for name, expected in sorted(manifest.items()):
         path = os.path.join(directory, name)
-        if not os.path.isfile(path):
+        try:
+            status = os.stat(path)
+        except FileNotFoundError:
             problems.append(f"{name}: missing")
-        elif os.path.getsize(path) != expected["size"]:
-            problems.append(f"{name}: {os.path.getsize(path)} bytes, expected {expected['size']}")
+            continue
+        except OSError as exc:
+            # A share that went away shows here (ESTALE, EACCES, EIO), not as missing files.
+            problems.append(f"{name}: unreadable ({exc.strerror})")
+            continue
+        size = status.st_size
+        if not stat.S_ISREG(status.st_mode):
+            problems.append(f"{name}: missing")
+        elif size != expected["size"]:
+            problems.append(f"{name}: {size} bytes, expected {expected['size']}")
         elif file_sha256(path) != expected["sha256"]:
             problems.append(f"{name}: checksum mismatch")
     return problems

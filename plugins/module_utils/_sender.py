@@ -392,6 +392,11 @@ class Sender:
             return
         self.report["rolled_back"] = True
         self.report["recovery"] = "the container was resumed on the source from the moment it was frozen"
+        if self.lazy_process and self.report.get("restore"):
+            self.report["recovery"] += (
+                "; in post-copy the destination's copy ran from its restore on, and what it did since the freeze"
+                " (its writes to shared files excepted) is lost"
+            )
         if self.restore_requested and self.report.get("receiver_unreachable"):
             self.report["recovery"] += (
                 "; the destination could not be told to drop its copy and may run one too:"

@@ -288,9 +288,10 @@ def main() -> None:
         step, cause = (exc.step, exc.cause) if isinstance(exc, MigrationFailed) else (sender.step, str(exc))
         recovery = sender.report.get("recovery", "")
         log = getattr(exc, "log", [])
-        quoted = " CRIU log: " + " | ".join(log[-8:]) if log else ""
+        quoted = " CRIU log: " + " | ".join(log[-8:]).rstrip(".") + "." if log else ""
+        outcome = f" {recovery[:1].upper()}{recovery[1:]}." if recovery else ""
         module.fail_json(
-            msg=f"{step} failed: {cause}.{quoted} {recovery}".strip(),
+            msg=f"{step} failed: {cause}.{quoted}{outcome}",
             criu_log=log,
             report=sender.report,
             changed=sender.frozen_at is not None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -137,6 +138,19 @@ def test_verify_names_the_file_and_the_problem(images, damage, problem):
     manifest = _manifest.build(str(images))
     damage(images / "inventory.img")
     assert _manifest.verify(str(images), manifest) == [f"inventory.img: {problem}"]
+
+
+def test_verify_tells_an_unreadable_file_from_a_missing_one(images, monkeypatch: pytest.MonkeyPatch):
+    manifest = _manifest.build(str(images))
+    real_stat = os.stat
+
+    def stale_share(path, *args, **kwargs):
+        if str(path).endswith("inventory.img"):
+            raise OSError(errno.ESTALE, os.strerror(errno.ESTALE), str(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stale_share)
+    assert _manifest.verify(str(images), manifest) == [f"inventory.img: unreadable ({os.strerror(errno.ESTALE)})"]
 
 
 def test_verify_of_an_empty_manifest_is_clean(tmp_path):

@@ -523,6 +523,7 @@ def test_a_failed_post_copy_transfer_deletes_the_broken_copy_and_resumes_the_sou
     report = outcome.report
     assert report["lazy"]["ok"] is False and report["lazy"]["source_rc"] == 1
     assert report["rolled_back"] is True and report["source_deleted"] is False
+    assert report["recovery"].startswith(RESUMED + "; in post-copy the destination's copy ran from its restore on")
     assert outcome.receiver["deleted_copy"] is True
     assert outcome.receiver["outcome"].startswith("rolled back: post-copy page transfer: ")
     assert (harness.source_images / "final" / "pstree.img").is_file()
@@ -792,7 +793,7 @@ def test_sender_main_names_the_step_when_the_receiver_is_unreachable(run_module,
 
     assert result["failed"] is True and result["changed"] is False
     assert result["msg"].startswith(f"connect to the receiver failed: cannot reach the receiver at {ADDRESS}:{port}: ")
-    assert result["msg"].endswith(f". {NOTHING_FROZEN}")
+    assert result["msg"].endswith(f". {NOTHING_FROZEN[:1].upper()}{NOTHING_FROZEN[1:]}.")
     assert "Connection refused" in result["msg"]
     assert result["report"]["rolled_back"] is False and "frozen_at" not in result["report"]
     assert result["criu_log"] == []
@@ -824,7 +825,7 @@ def test_sender_main_quotes_criu_log_and_says_the_source_was_resumed(migration, 
     restore_log = harness.work / "restore" / "restore.log"
     assert result["msg"] == (
         f"final dump and hand-over failed: the receiver failed: runc restore failed: criu failed: type NOTIFY errno 0;"
-        f" log file: {restore_log}. CRIU log: {' | '.join(excerpt[-8:])} {RESUMED}"
+        f" log file: {restore_log}. CRIU log: {' | '.join(excerpt[-8:]).rstrip('.')}. {RESUMED[:1].upper()}{RESUMED[1:]}."
     )
     assert result["criu_log"] == excerpt
     assert result["changed"] is True
