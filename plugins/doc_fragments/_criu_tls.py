@@ -9,9 +9,12 @@ class ModuleDocFragment:
     DOCUMENTATION = r"""
 options:
   tls_cert:
-    description: Certificate (PEM) for TLS on CRIU's page stream, signed by O(tls_cacert).
-    type: path
+    description: Certificate for TLS on CRIU's page stream (PEM text), signed by O(tls_cacert).
+    type: str
   tls_key:
-    description: Private key (PEM) of O(tls_cert).
-    type: path
+    description:
+      - Private key of O(tls_cert) (PEM text); never logged.
+      - CRIU reads the three from files, so for the module's duration they are written to a new root-only directory
+        under C(/run) (a tmpfs) and removed when it ends.
+    type: str
 """

@@ -4,7 +4,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import shutil
+import tempfile
+from collections.abc import Iterator
 
 # `criu check --feature NAME` probes, by the name this collection reports them under.
 FEATURE_PROBES = {
@@ -78,20 +83,42 @@ def _run(module, argv: list[str], step: str) -> str:
 
 RUNC_CONFIG = "/etc/criu/runc.conf"
 RUNC_CONFIG_MARKER = "# ferry.runc: TLS of a running migration; removed when it ends"
+TLS_OPTIONS = ("tls_cacert", "tls_cert", "tls_key")
+# A tmpfs: a key that a killed module could not remove is gone at the next boot.
+TLS_FILES_PARENT = "/run"
 
 
-def tls_args(params: dict) -> list[str]:
-    """CRIU's TLS options for a page server or lazy-pages daemon that this collection starts itself."""
+@contextlib.contextmanager
+def tls_files(params: dict) -> Iterator[dict[str, str]]:
+    """CRIU reads its certificate and key from files: write the PEM texts of the TLS options into a new root-only
+    directory for the duration of the block. Yields the paths by option name, or {} without TLS."""
     if not params.get("tls_cert"):
+        yield {}
+        return
+    directory = tempfile.mkdtemp(prefix="ferry-tls-", dir=TLS_FILES_PARENT)
+    try:
+        paths = {}
+        for option in TLS_OPTIONS:
+            paths[option] = os.path.join(directory, option + ".pem")
+            with os.fdopen(os.open(paths[option], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+                handle.write(params[option])
+        yield paths
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def tls_args(paths: dict[str, str]) -> list[str]:
+    """CRIU's TLS options for a page server or lazy-pages daemon that this collection starts itself."""
+    if not paths:
         return []
-    return ["--tls", "--tls-cacert", params["tls_cacert"], "--tls-cert", params["tls_cert"], "--tls-key", params["tls_key"]]
+    return ["--tls", "--tls-cacert", paths["tls_cacert"], "--tls-cert", paths["tls_cert"], "--tls-key", paths["tls_key"]]
 
 
-def runc_config_with_tls(current: str, params: dict) -> str:
+def runc_config_with_tls(current: str, paths: dict[str, str]) -> str:
     """runc passes no TLS options to CRIU: they go into runc's CRIU configuration file, after what is there already
     (less any TLS section an interrupted migration left behind)."""
     kept = runc_config_without_tls(current)
-    lines = [RUNC_CONFIG_MARKER, "tls", f"tls-cacert {params['tls_cacert']}", f"tls-cert {params['tls_cert']}", f"tls-key {params['tls_key']}"]
+    lines = [RUNC_CONFIG_MARKER, "tls", f"tls-cacert {paths['tls_cacert']}", f"tls-cert {paths['tls_cert']}", f"tls-key {paths['tls_key']}"]
     return kept + ("\n" if kept and not kept.endswith("\n") else "") + "\n".join(lines) + "\n"
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from ansible_collections.ferry.runc.plugins.module_utils import _manifest, _treesync
 from ansible_collections.ferry.runc.plugins.module_utils._channel import SHARE_TOKEN, Channel, ChannelError, accept
-from ansible_collections.ferry.runc.plugins.module_utils._criu import log_excerpt, tls_args
+from ansible_collections.ferry.runc.plugins.module_utils._criu import log_excerpt, tls_args, tls_files
 from ansible_collections.ferry.runc.plugins.module_utils._criu_stats import read_restore_stats
 from ansible_collections.ferry.runc.plugins.module_utils._runc import DEFAULT_ROOT, RESTORE_LOG, container_state, restore_argv, runc_error
 
@@ -46,6 +46,7 @@ class Receiver:
         self.page_server_pids: list[int] = []
         self.lazy_daemon: subprocess.Popen | None = None
         self.created_dirs: list[str] = []
+        self.tls_paths: dict[str, str] = {}
         self.result: dict[str, Any] = {"container": self.container, "requests": [], "outcome": None}
 
     def listen(self) -> socket.socket:
@@ -71,7 +72,8 @@ class Receiver:
         finally:
             listener.close()
         try:
-            self._serve(channel)
+            with tls_files(self.params) as self.tls_paths:
+                self._serve(channel)
         except ChannelError as exc:
             self.result["outcome"] = "connection lost: " + str(exc)
             if self.restored and self.lazy_incomplete():
@@ -205,7 +207,7 @@ class Receiver:
         pidfile = os.path.join(path, "page-server.pid")
         argv = [self.criu_path, "page-server", "-D", path, "--address", self.params["listen_address"],
                 "--port", str(self.params["page_server_port"]), "-d", "--pidfile", pidfile, "-o", "page-server.log"]
-        argv += tls_args(self.params)
+        argv += tls_args(self.tls_paths)
         if message.get("parent"):
             argv += ["--prev-images-dir", "../" + os.path.basename(self._image_path(message["parent"]))]
         rc, out, err = self.module.run_command(argv, check_rc=False)
@@ -280,7 +282,7 @@ class Receiver:
 
     def _start_lazy_daemon(self, directory: str, lazy: dict[str, Any]) -> None:
         argv = [self.criu_path, "lazy-pages", "--page-server", "--address", lazy["address"], "--port", str(lazy["port"]),
-                "-D", directory, "-o", "lazy-pages.log"] + tls_args(self.params)
+                "-D", directory, "-o", "lazy-pages.log"] + tls_args(self.tls_paths)
         self.lazy_daemon = subprocess.Popen(  # pylint: disable=consider-using-with
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )

@@ -48,6 +48,7 @@ def build(plan: Mapping[str, Any], sender: Mapping[str, Any], receiver: Mapping[
         "strategy_reason": plan["strategy_reason"],
         "transport": plan["transport"],
         "bundle_sync": plan["bundle_sync"],
+        "page_stream_tls": bool(sender.get("tls")),
         "outcome": _outcome(sender, receiver),
         "recovery": sender.get("recovery"),
         "pre_copy": {"rounds": rounds, "stop_reason": sender.get("stop_reason"), "seconds": round(precopy_seconds, 3)},

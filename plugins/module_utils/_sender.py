@@ -25,6 +25,7 @@ from ansible_collections.ferry.runc.plugins.module_utils._criu import (
     log_excerpt,
     runc_config_with_tls,
     runc_config_without_tls,
+    tls_files,
 )
 from ansible_collections.ferry.runc.plugins.module_utils._criu_stats import read_dump_stats
 from ansible_collections.ferry.runc.plugins.module_utils._runc import (
@@ -66,6 +67,7 @@ class Sender:
         self.lazy_process: subprocess.Popen | None = None
         self.created_image_dir = False
         self.restore_requested = False
+        self.tls_paths: dict[str, str] = {}
         self.criu_path = params["criu_path"] or module.get_bin_path("criu", required=True)
         self.step = "preflight"
         self.report: dict[str, Any] = {
@@ -115,6 +117,10 @@ class Sender:
     # -- phases -----------------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
+        with tls_files(self.params) as self.tls_paths:
+            return self._migrate()
+
+    def _migrate(self) -> dict[str, Any]:
         state = container_state(self.module, self.runc_path, self.root, self.container)
         if state is None or state.get("status") != "running":
             status = "absent" if state is None else state.get("status")
@@ -158,14 +164,14 @@ class Sender:
 
     def _set_tls(self, enabled: bool) -> None:
         """Give (or take back) runc's CRIU the migration's TLS certificate, when the caller provides one."""
-        if not self.params["tls_cert"]:
+        if not self.tls_paths:
             return
         try:
             with open(RUNC_CONFIG) as handle:
                 current = handle.read()
         except FileNotFoundError:
             current = ""
-        wanted = runc_config_with_tls(current, self.params) if enabled else runc_config_without_tls(current)
+        wanted = runc_config_with_tls(current, self.tls_paths) if enabled else runc_config_without_tls(current)
         if wanted == current:
             return
         if wanted:

@@ -90,9 +90,9 @@ options:
     choices: [soft, full, strict, ignore]
   tls_cacert:
     description:
-      - CA certificate (PEM) for TLS on CRIU's page stream, with O(tls_cert) and O(tls_key); the page servers and the
-        lazy-pages daemon this module starts then use C(--tls). Give the sender the same files.
-    type: path
+      - CA certificate for TLS on CRIU's page stream (PEM text), with O(tls_cert) and O(tls_key); the page servers and the
+        lazy-pages daemon this module starts then use C(--tls). Give the sender the same three.
+    type: str
   root:
     description: runc's state directory (runc C(--root)); runc's default when unset.
     type: path
@@ -160,9 +160,9 @@ def main() -> None:
             "lazy_timeout": {"type": "int", "default": 1800},
             "tcp_established": {"type": "bool", "default": False},
             "manage_cgroups_mode": {"type": "str", "choices": ["soft", "full", "strict", "ignore"]},
-            "tls_cacert": {"type": "path"},
-            "tls_cert": {"type": "path"},
-            "tls_key": {"type": "path", "no_log": False},
+            "tls_cacert": {"type": "str"},
+            "tls_cert": {"type": "str"},
+            "tls_key": {"type": "str", "no_log": True},
             "root": {"type": "path"},
             "runc_path": {"type": "path"},
             "criu_path": {"type": "path"},

@@ -137,13 +137,13 @@ options:
     choices: [soft, full, strict, ignore]
   tls_cacert:
     description:
-      - CA certificate (PEM) for TLS on CRIU's page stream, with O(tls_cert) and O(tls_key); without them pages travel
+      - CA certificate for TLS on CRIU's page stream (PEM text), with O(tls_cert) and O(tls_key); without them pages travel
         in clear text.
       - runc passes no TLS options to CRIU, so for the migration's duration this module adds them to runc's CRIU
         configuration file C(/etc/criu/runc.conf) (after what is there already) and takes them out again at the end.
       - CRIU checks the peer's certificate against the address of the page server (the receiver's, or this host's
         with post-copy) on both ends, so one certificate whose subjectAltName holds both addresses serves both hosts.
-    type: path
+    type: str
   root:
     description: runc's state directory (runc C(--root)); runc's default when unset.
     type: path
@@ -266,9 +266,9 @@ def main() -> None:
             "ext_unix_sk": {"type": "bool", "default": False},
             "shell_job": {"type": "bool", "default": False},
             "manage_cgroups_mode": {"type": "str", "choices": ["soft", "full", "strict", "ignore"]},
-            "tls_cacert": {"type": "path"},
-            "tls_cert": {"type": "path"},
-            "tls_key": {"type": "path", "no_log": False},
+            "tls_cacert": {"type": "str"},
+            "tls_cert": {"type": "str"},
+            "tls_key": {"type": "str", "no_log": True},
             "root": {"type": "path"},
             "runc_path": {"type": "path"},
             "criu_path": {"type": "path"},

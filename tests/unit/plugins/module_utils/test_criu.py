@@ -6,6 +6,7 @@ restore-failed.log: the restore of a dump whose executable had been moved out of
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 import pytest
@@ -65,7 +66,38 @@ TLS = {"tls_cacert": "/t/ca.pem", "tls_cert": "/t/cert.pem", "tls_key": "/t/key.
 
 def test_tls_args_follow_the_certificate():
     assert _criu.tls_args(TLS) == ["--tls", "--tls-cacert", "/t/ca.pem", "--tls-cert", "/t/cert.pem", "--tls-key", "/t/key.pem"]
-    assert _criu.tls_args({"tls_cacert": None, "tls_cert": None, "tls_key": None}) == []
+    assert _criu.tls_args({}) == []
+
+
+PEM = {"tls_cacert": "CA PEM\n", "tls_cert": "CERT PEM\n", "tls_key": "KEY PEM\n"}
+
+
+def test_tls_files_hold_the_pem_texts_root_only_while_the_block_runs(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(_criu, "TLS_FILES_PARENT", str(tmp_path))
+    with _criu.tls_files(PEM) as paths:
+        assert sorted(paths) == ["tls_cacert", "tls_cert", "tls_key"]
+        directory = Path(paths["tls_key"]).parent
+        assert directory.parent == tmp_path
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+        for option, path in paths.items():
+            assert Path(path).read_text() == PEM[option]
+            assert stat.S_IMODE(Path(path).stat().st_mode) == 0o600
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tls_files_are_removed_when_the_block_fails(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(_criu, "TLS_FILES_PARENT", str(tmp_path))
+    with pytest.raises(RuntimeError):
+        with _criu.tls_files(PEM):
+            raise RuntimeError("dump failed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_tls_files_without_a_certificate(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(_criu, "TLS_FILES_PARENT", str(tmp_path))
+    with _criu.tls_files({"tls_cacert": None, "tls_cert": None, "tls_key": None}) as paths:
+        assert paths == {}
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("current", ["", "tcp-established\n", "tcp-established"])

@@ -63,6 +63,10 @@ def sender_with(**changes: Any) -> Dict[str, Any]:
     return {key: value for key, value in sender.items() if value is not None}
 
 
+def test_the_report_says_whether_the_page_stream_used_tls():
+    assert build(PLAN, sender_with(tls=True), RECEIVER, CONTROLLER)["page_stream_tls"] is True
+
+
 def test_the_report_joins_the_plan_and_both_sides():
     report = build(PLAN, SENDER, RECEIVER, CONTROLLER)
 
@@ -78,6 +82,7 @@ def test_the_report_joins_the_plan_and_both_sides():
     assert report["downtime_ms"] == 4420
     assert report["post_copy_transfer_seconds"] is None
     assert report["sender_seconds"] == 6.2
+    assert report["page_stream_tls"] is False
     assert report["receiver"] == {"outcome": "committed", "requests": RECEIVER["requests"]}
 
 
