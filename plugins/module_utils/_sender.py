@@ -14,6 +14,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from typing import Any
@@ -351,8 +352,7 @@ class Sender:
         try:
             rc = self.lazy_process.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            self.lazy_process.kill()
-            rc = self.lazy_process.wait()
+            rc = self._stop_lazy_dump()
         self.report["lazy"] = dict(done, source_rc=rc)
         if not done["ok"]:
             raise MigrationFailed("post-copy page transfer", done["error"], done.get("log"))
@@ -385,11 +385,12 @@ class Sender:
         if self.frozen_at is None:
             self.report["recovery"] = "nothing was frozen; the container kept running on the source"
             return
-        if self.lazy_process and self.lazy_process.poll() is None:
-            self.lazy_process.kill()
-            self.lazy_process.wait()
+        if self.lazy_process:
+            self._stop_lazy_dump()
         try:
-            self.runc("resume the container on the source (rollback)", "resume", self.container)
+            # A lazy dump's CRIU thaws the cgroup and holds the tasks itself; once it is gone they run on, unpaused.
+            if self._source_status() != "running":
+                self.runc("resume the container on the source (rollback)", "resume", self.container)
         except MigrationFailed as exc:
             self.report["recovery"] = (
                 f"ROLLBACK FAILED: {exc.cause}. The container is still frozen on the source with its images kept in"
@@ -408,6 +409,16 @@ class Sender:
                 "; the destination could not be told to drop its copy and may run one too:"
                 f" check it and delete one of the two (runc delete --force {self.container})"
             )
+
+    def _stop_lazy_dump(self) -> int:
+        """End the lazy dump: runc and the CRIU it started (its session), which holds the source's tasks while it
+        serves pages; killing runc alone would leave them stopped under an orphaned CRIU. The group outlives runc,
+        so it is killed even when runc has exited."""
+        try:
+            os.killpg(self.lazy_process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return self.lazy_process.wait()
 
     def _source_status(self) -> str:
         rc, out, err = self.module.run_command([self.runc_path, "--root", self.root, "state", self.container], check_rc=False)

@@ -368,11 +368,14 @@ class Migration:
 
     # -- post-copy stand-ins ----------------------------------------------------------------------------
 
-    def lazy_runc_script(self, ready: bool = True) -> None:
+    def lazy_runc_script(self, ready: bool = True, criu_child: bool = False) -> None:
         """The sender's runc: `checkpoint --lazy-pages` writes the non-memory images, one status byte on fd 3, then
-        serves pages until the destination's daemon wrote lazy-end (its exit code); with ready=False it fails first."""
+        serves pages until the destination's daemon wrote lazy-end (its exit code); with ready=False it fails first.
+        With criu_child it first starts a child standing for runc's CRIU (pid in criu-child.pid), which outlives it."""
         final = self.source_images / "final"
         body = [f'final="{final}"', f'printf "%s\\n" "$@" > "{self.tmp}/runc-lazy.args"']
+        if criu_child:
+            body += [f'sleep 61 & echo $! > "{self.tmp}/criu-child.pid"']
         if not ready:
             body += [f'cp "{FIXTURES}/dump-failed.log" "$final/dump.log"', "exit 1"]
         else:

@@ -337,6 +337,7 @@ def test_a_failed_restore_quotes_restore_log_and_resumes_the_source(migration):
         harness.cpuinfo_dump(),
         harness.pause(),
         harness.dump("final", "--leave-running"),
+        harness.source_state("paused"),
         harness.resume(),
     ]
     harness.receiver_steps = [harness.destination_state(), harness.cpuinfo_check(), harness.restore(rc=1)]
@@ -380,6 +381,7 @@ def test_tampered_images_are_refused_and_the_source_resumed(migration, monkeypat
         harness.cpuinfo_dump(),
         harness.pause(),
         harness.dump("final", "--leave-running"),
+        harness.source_state("paused"),
         harness.resume(),
     ]
     # No restore: the receiver checks the images first.
@@ -451,6 +453,7 @@ def test_a_failed_delete_of_the_source_copy_rolls_back_the_destination(migration
         harness.delete_source(rc=1, err='level=error msg="unable to remove container state dir: device or resource busy"'),
         # A rollback may first make sure that the source copy can still be resumed.
         harness.source_state("paused", optional=True),
+        harness.source_state("paused"),
         harness.resume(),
     ]
     harness.receiver_steps = [
@@ -503,7 +506,7 @@ def test_a_failed_post_copy_transfer_deletes_the_broken_copy_and_resumes_the_sou
     harness.lazy_runc_script()
     harness.lazy_daemon_script("fail")
     lazy = harness.work / "lazy"
-    harness.sender_steps = [harness.source_state(), harness.cpuinfo_dump(), harness.pause(), harness.resume()]
+    harness.sender_steps = [harness.source_state(), harness.cpuinfo_dump(), harness.pause(), harness.source_state("paused"), harness.resume()]
     harness.receiver_steps = [
         harness.destination_state(),
         harness.cpuinfo_check(),
@@ -529,10 +532,41 @@ def test_a_failed_post_copy_transfer_deletes_the_broken_copy_and_resumes_the_sou
     assert (harness.source_images / "final" / "pstree.img").is_file()
 
 
+def test_a_failed_lazy_restore_ends_the_lazy_dumps_criu_which_lets_the_source_run_on(migration):
+    """A lazy dump's CRIU thaws the source's cgroup and holds its tasks while it serves pages: the rollback must end
+    it (runc and its CRIU, whose group outlives runc), after which the source runs unpaused and needs no resume."""
+    harness = migration(strategy="post-copy")
+    harness.lazy_runc_script(criu_child=True)
+    harness.lazy_daemon_script("hang")
+    lazy = harness.work / "lazy"
+    harness.sender_steps = [harness.source_state(), harness.cpuinfo_dump(), harness.pause(), harness.source_state("running")]
+    harness.receiver_steps = [
+        harness.destination_state(),
+        harness.cpuinfo_check(),
+        harness.restore("--lazy-pages", image=lazy, work=lazy, rc=1),
+    ]
+
+    outcome = harness.run()
+
+    assert isinstance(outcome.error, PeerFailed)
+    assert outcome.report["rolled_back"] is True
+    assert outcome.report["recovery"].startswith(RESUMED)
+    assert not process_alive(int((harness.tmp / "criu-child.pid").read_text()), "sleep\x0061\x00")
+
+
+def process_alive(pid: int, cmdline: str) -> bool:
+    """Whether pid runs cmdline: not gone, not a zombie its new parent has yet to reap, not a reused pid."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z" and Path(f"/proc/{pid}/cmdline").read_text() == cmdline
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
 def test_a_lazy_dump_that_ends_before_its_images_are_ready_resumes_the_source(migration):
     harness = migration(strategy="post-copy")
     harness.lazy_runc_script(ready=False)
-    harness.sender_steps = [harness.source_state(), harness.cpuinfo_dump(), harness.pause(), harness.resume()]
+    harness.sender_steps = [harness.source_state(), harness.cpuinfo_dump(), harness.pause(), harness.source_state("paused"), harness.resume()]
     harness.receiver_steps = [harness.destination_state(), harness.cpuinfo_check()]
 
     outcome = harness.run()
@@ -555,6 +589,7 @@ def test_a_restored_copy_keeps_running_when_the_connection_drops(migration):
         harness.cpuinfo_dump(),
         harness.pause(),
         harness.dump("final", "--leave-running"),
+        harness.source_state("paused"),
         harness.resume(),
     ]
     # No delete on the destination: the source may already have deleted its copy.
@@ -576,7 +611,7 @@ def test_an_incomplete_lazy_copy_is_deleted_when_the_connection_drops(migration)
     harness.lazy_runc_script()
     harness.lazy_daemon_script("hang")
     lazy = harness.work / "lazy"
-    harness.sender_steps = [harness.source_state(), harness.cpuinfo_dump(), harness.pause(), harness.resume()]
+    harness.sender_steps = [harness.source_state(), harness.cpuinfo_dump(), harness.pause(), harness.source_state("paused"), harness.resume()]
     harness.receiver_steps = [
         harness.destination_state(),
         harness.cpuinfo_check(),
@@ -807,6 +842,7 @@ def test_sender_main_quotes_criu_log_and_says_the_source_was_resumed(migration, 
         harness.cpuinfo_dump(),
         harness.pause(),
         harness.dump("final", "--leave-running"),
+        harness.source_state("paused"),
         harness.resume(),
     ]
     harness.receiver_steps = [harness.destination_state(), harness.cpuinfo_check(), harness.restore(rc=1)]
