@@ -371,7 +371,10 @@ class Sender:
         if self.report["source_deleted"]:
             self.report["recovery"] = "the destination runs the container; only the final commit message was lost"
             return
-        if self.report.get("restore") and self.report.get("lazy", {}).get("ok", True) and self.channel:
+        # In post-copy only a confirmed transfer makes the destination's copy whole; until then the source's lazy
+        # dump has thawed it, so its status says nothing.
+        copy_whole = self.report.get("lazy", {}).get("ok", False) if self.lazy_process else True
+        if self.report.get("restore") and copy_whole and self.channel:
             status = self._source_status()
             if status != "paused":
                 # The destination's copy runs; deleting it now would leave the container running nowhere.
