@@ -1,6 +1,7 @@
 # Copyright: ferry.runc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""CRIU on the target: its version, `criu check`, the features that decide a migration strategy, and log excerpts."""
+"""CRIU on the target: its version, `criu check`, the features that decide a migration strategy, log excerpts, the
+CRIU processes of a restore and the mounts a killed CRIU leaves behind."""
 
 from __future__ import annotations
 
@@ -69,6 +70,38 @@ def log_excerpt(path: str, max_lines: int = LOG_EXCERPT_LINES) -> list[str]:
         if LOG_PROBLEM.search(line):
             wanted.update(range(max(0, number - LOG_CONTEXT_LINES), number + 1))
     return [lines[number] for number in sorted(wanted)][-max_lines:]
+
+
+def restore_criu_pids(work_path: str, proc: str = "/proc") -> list[int]:
+    """The CRIU processes that `runc restore --work-path WORK_PATH` started: children named criu of a process whose
+    command line holds both "restore" and work_path."""
+    pids = []
+    for entry in os.listdir(proc):
+        try:
+            with open(os.path.join(proc, entry, "stat"), encoding="utf-8", errors="replace") as handle:
+                stat = handle.read()
+            name, after_name = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 1:].split()
+            if name != "criu":
+                continue
+            with open(os.path.join(proc, after_name[1], "cmdline"), "rb") as handle:
+                parent_args = handle.read().decode("utf-8", "replace").split("\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if "restore" in parent_args and work_path in parent_args:
+            pids.append(int(entry))
+    return pids
+
+
+def mount_points_under(path: str, mountinfo: str) -> list[str]:
+    """The mount points strictly below path in a /proc/PID/mountinfo text, deepest first (the order to unmount)."""
+    prefix = path.rstrip("/") + "/"
+    points = [_unescape_mount_point(line.split()[4]) for line in mountinfo.splitlines() if len(line.split()) > 4]
+    return sorted((point for point in points if point.startswith(prefix)), key=len, reverse=True)
+
+
+def _unescape_mount_point(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash in octal (\\040)."""
+    return re.sub(r"\\([0-7]{3})", lambda match: chr(int(match.group(1), 8)), field)
 
 
 def _run(module, argv: list[str], step: str) -> str:

@@ -14,16 +14,27 @@ import base64
 import errno
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import threading
 import time
 from typing import Any
 
 from ansible_collections.ferry.runc.plugins.module_utils import _manifest, _treesync
 from ansible_collections.ferry.runc.plugins.module_utils._channel import SHARE_TOKEN, Channel, ChannelError, accept
-from ansible_collections.ferry.runc.plugins.module_utils._criu import log_excerpt, tls_args, tls_files
+from ansible_collections.ferry.runc.plugins.module_utils._criu import (
+    log_excerpt,
+    mount_points_under,
+    restore_criu_pids,
+    tls_args,
+    tls_files,
+)
 from ansible_collections.ferry.runc.plugins.module_utils._criu_stats import read_restore_stats
 from ansible_collections.ferry.runc.plugins.module_utils._runc import DEFAULT_ROOT, RESTORE_LOG, container_state, restore_argv, runc_error
+
+# Seconds a post-copy restore may go on after its lazy-pages daemon failed, before its CRIU is ended.
+LAZY_RESTORE_GRACE = 10.0
 
 
 class RequestFailed(Exception):
@@ -243,11 +254,10 @@ class Receiver:
         os.makedirs(work, mode=0o700, exist_ok=True)
         began = time.monotonic()
         argv = restore_argv(self.runc_path, self._restore_params(path, work, bool(lazy)))
-        rc, out, err = self.module.run_command(argv, check_rc=False)
+        rc, out, err = self._run_lazy_restore(argv, work) if lazy else self.module.run_command(argv, check_rc=False)
         seconds = time.monotonic() - began
         if rc != 0:
-            self._stop_lazy_daemon()
-            raise RequestFailed(f"runc restore failed: {runc_error(err or out)}", log_excerpt(os.path.join(work, RESTORE_LOG)))
+            raise self._restore_failure(work, f"runc restore failed: {runc_error(err or out)}", bool(lazy))
         self.restored = True
         stats = read_restore_stats(os.path.join(work, "stats-restore"))
         restore = dict(stats, seconds=round(seconds, 3))
@@ -257,6 +267,47 @@ class Receiver:
         channel.send("ok", restore=restore)
         channel.send("lazy_done", **self._await_lazy_daemon(work))
         return None
+
+    def _run_lazy_restore(self, argv: list[str], work: str) -> tuple[int, str, str]:
+        """runc restore in post-copy mode, watched: once its lazy-pages daemon has failed, CRIU (3.17) can wait for ever
+        for tasks it could not finish, and runc for CRIU. Ending that CRIU lets runc fail and clean up after itself."""
+        restore_ended = threading.Event()
+        watch = threading.Thread(target=self._end_restore_after_daemon_failure, args=(work, restore_ended), daemon=True)
+        watch.start()
+        try:
+            return self.module.run_command(argv, check_rc=False)
+        finally:
+            restore_ended.set()
+            watch.join()
+
+    def _end_restore_after_daemon_failure(self, work: str, restore_ended: threading.Event) -> None:
+        while self.lazy_daemon.poll() is None:
+            if restore_ended.wait(0.2):
+                return
+        if self.lazy_daemon.returncode == 0 or restore_ended.wait(LAZY_RESTORE_GRACE):
+            return
+        for pid in restore_criu_pids(work):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.result["ended_restore_criu"] = True
+
+    def _restore_failure(self, work: str, cause: str, lazy: bool) -> RequestFailed:
+        """The failed restore's error; a post-copy one also stops the lazy-pages daemon and names it when it failed
+        first, and unmounts what an ended CRIU left in the work directory (its cgroup yard, which removing the
+        directory later would reach through into the host's cgroups)."""
+        log = log_excerpt(os.path.join(work, RESTORE_LOG))
+        if lazy:
+            daemon_rc = self.lazy_daemon.poll()
+            self._stop_lazy_daemon()
+            self._unmount_under(work)
+            if daemon_rc not in (None, 0):
+                cause += f"; the lazy-pages daemon had failed first (exit code {daemon_rc}): no page could come from the source"
+                log += log_excerpt(os.path.join(work, "lazy-pages.log"))
+            if self.result.get("ended_restore_criu"):
+                cause += f"; CRIU's restore, still waiting {LAZY_RESTORE_GRACE:g} s later, was ended"
+        return RequestFailed(cause, log)
 
     def _restore_params(self, image_path: str, work_path: str, lazy: bool) -> dict[str, Any]:
         params = {
@@ -334,6 +385,14 @@ class Receiver:
         for path in self.created_dirs:
             shutil.rmtree(path, ignore_errors=True)
         self.created_dirs = []
+
+    def _unmount_under(self, path: str) -> None:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as handle:
+            points = mount_points_under(path, handle.read())
+        if points:
+            umount = self.module.get_bin_path("umount", required=True)
+            for point in points:
+                self.module.run_command([umount, "--lazy", point], check_rc=False)
 
     def _stop_lazy_daemon(self) -> None:
         if self.lazy_daemon and self.lazy_daemon.poll() is None:

@@ -359,6 +359,11 @@ class Migration:
         err = RUNC_RESTORE_ERROR.format(log=work / "restore.log") if rc else ""
         return Step(argv, rc=rc, err=err, effect=restored)
 
+    def lazy_restore_steps(self, rc: int = 0, effect: Optional[Callable[[], None]] = None) -> List[Step]:
+        """The receiver's commands of a post-copy migration up to its restore, from the local copy in work/lazy."""
+        lazy = self.work / "lazy"
+        return [self.destination_state(), self.cpuinfo_check(), self.restore("--lazy-pages", image=lazy, work=lazy, rc=rc, effect=effect)]
+
     def delete_destination(self, optional: bool = False) -> Step:
         return Step(self.destination_runc("delete", "--force", CONTAINER), optional=optional)
 
@@ -393,17 +398,23 @@ class Migration:
         self.sender_params["runc_path"] = self.source_runc
 
     def lazy_daemon_script(self, mode: str) -> None:
-        """The receiver's criu: `lazy-pages` makes its socket, waits for the restore, then (mode) serves every page
-        and exits 0, fails and exits 1, or hangs."""
+        """The receiver's criu: `lazy-pages` makes its socket, waits for the restore to end, then (mode) serves every
+        page and exits 0, fails and exits 1, or hangs; or (fail-first) fails as soon as the restore has begun."""
         lazy = self.work / "lazy"
+        awaited = self.tmp / "restore-began" if mode == "fail-first" else lazy / "stats-restore"
         body = [
             f'printf "%s\\n" "$@" > "{self.tmp}/criu-lazy.args"',
             f': > "{lazy}/lazy-pages.socket"',
             "i=0",
-            f'while [ ! -e "{lazy}/stats-restore" ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); done',
+            f'while [ ! -e "{awaited}" ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); done',
         ]
         body += {
             "serve": [f'echo 0 > "{self.tmp}/lazy-end"', "exit 0"],
+            "fail-first": [
+                f'printf "(00.1) Error (criu/page-xfer.c:1545): page-xfer: Can\'t connect to server: Connection refused\\n"'
+                f' > "{lazy}/lazy-pages.log"',
+                "exit 1",
+            ],
             "fail": [
                 f'printf "(00.2) uffd: 4242: fetching pages\\n(00.3) Error (criu/uffd.c:1021): uffd: 4242: lost the page server\\n"'
                 f' > "{lazy}/lazy-pages.log"',
@@ -413,6 +424,22 @@ class Migration:
             "hang": ["exec sleep 10"],
         }[mode]
         self.receiver_criu = self._script("criu", body)
+
+    def stuck_restore(self) -> None:
+        """What runc restore does when CRIU waits for ever: a process named criu, started by one whose command line is
+        runc's, waited for; returns (or fails the test) when that CRIU has been ended."""
+        criu = self.tmp / "bin" / "stuck" / "criu"
+        criu.parent.mkdir(parents=True, exist_ok=True)
+        criu.symlink_to(shutil.which("sleep"))
+        work = str(self.work / "lazy")
+        runc = subprocess.Popen(  # pylint: disable=consider-using-with
+            ["sh", "-c", f'"{criu}" 30 & : > "{self.tmp}/restore-began"; wait $!', "runc", "restore", "--work-path", work],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            runc.wait(timeout=IO_TIMEOUT)
+        finally:
+            runc.kill()
 
     def _script(self, name: str, body: List[str]) -> str:
         path = self.tmp / "bin" / name

@@ -114,3 +114,43 @@ def test_tls_lines_left_by_an_interrupted_migration_are_replaced():
     assert "/old/" not in fresh
     assert fresh.count(_criu.RUNC_CONFIG_MARKER) == 1
     assert fresh.startswith("tcp-established\n")
+
+
+# Lines of the dst VM's /proc/self/mountinfo after a lazy restore's CRIU was killed (the mounts it left in its work
+# directory), with a mount point under a sibling directory and one whose name holds a space.
+MOUNTINFO = """\
+22 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw
+41 22 0:40 / /srv/ferry-runc rw,relatime shared:20 - nfs4 10.99.0.1:/srv/ferry-runc rw,vers=4.2
+77 22 0:52 / /var/lib/ferry-runc/work/m1/lazy/.criu.cgyard.tc2mlY rw,relatime shared:40 - tmpfs none rw,inode64
+78 77 0:27 / /var/lib/ferry-runc/work/m1/lazy/.criu.cgyard.tc2mlY/unified rw,relatime shared:9 - cgroup2 none rw
+79 22 0:53 / /var/lib/ferry-runc/work/m1/lazy\\040copy rw,relatime shared:41 - tmpfs none rw
+80 22 0:54 / /var/lib/ferry-runc/work/m10 rw,relatime shared:42 - tmpfs none rw
+"""
+
+
+def test_mount_points_below_a_directory_come_deepest_first():
+    assert _criu.mount_points_under("/var/lib/ferry-runc/work/m1/", MOUNTINFO) == [
+        "/var/lib/ferry-runc/work/m1/lazy/.criu.cgyard.tc2mlY/unified",
+        "/var/lib/ferry-runc/work/m1/lazy/.criu.cgyard.tc2mlY",
+        "/var/lib/ferry-runc/work/m1/lazy copy",
+    ]
+    assert _criu.mount_points_under("/srv/ferry-runc", MOUNTINFO) == []
+
+
+def fake_process(proc: Path, pid: int, name: str, ppid: int, args: list) -> None:
+    (proc / str(pid)).mkdir(parents=True)
+    (proc / str(pid) / "stat").write_text(f"{pid} ({name}) S {ppid} {pid} {pid} 0 -1\n")
+    (proc / str(pid) / "cmdline").write_bytes(b"\0".join(arg.encode() for arg in args) + b"\0")
+
+
+def test_the_criu_of_a_restore_is_found_by_its_parents_work_path(tmp_path: Path):
+    work = "/var/lib/ferry-runc/work/m1/lazy"
+    fake_process(tmp_path, 580, "runc", 568, ["/usr/sbin/runc", "--root", "/run/runc", "restore", "--work-path", work, "c1"])
+    fake_process(tmp_path, 587, "criu", 580, ["criu: restore --rpc -D " + work])
+    fake_process(tmp_path, 589, "sh", 580, ["sh"])
+    fake_process(tmp_path, 600, "runc", 1, ["/usr/sbin/runc", "restore", "--work-path", work + "2", "c2"])
+    fake_process(tmp_path, 601, "criu", 600, ["criu: restore --rpc"])
+    fake_process(tmp_path, 610, "criu", 1, ["criu", "lazy-pages", "-D", work])
+    (tmp_path / "self").mkdir()
+
+    assert _criu.restore_criu_pids(work, proc=str(tmp_path)) == [587]

@@ -11,6 +11,7 @@ import json
 import signal
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any, Dict
 
@@ -21,6 +22,7 @@ from _migration_fakes import (
     CONTAINER,
     CRIU,
     FIXTURES,
+    IO_TIMEOUT,
     LAZY_PORT,
     MEMORY_IMAGES,
     PAGE_SERVER_PORT,
@@ -36,10 +38,11 @@ from _migration_fakes import (
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.ferry.runc.plugins.module_utils import _manifest, _report
+from ansible_collections.ferry.runc.plugins.module_utils import _manifest, _receiver, _report
 from ansible_collections.ferry.runc.plugins.module_utils._channel import ChannelError, PeerFailed, connect
 from ansible_collections.ferry.runc.plugins.module_utils._criu import log_excerpt
 from ansible_collections.ferry.runc.plugins.module_utils._criu_stats import read_dump_stats, read_restore_stats
+from ansible_collections.ferry.runc.plugins.module_utils._receiver import Receiver
 from ansible_collections.ferry.runc.plugins.module_utils._sender import MigrationFailed, Sender
 from ansible_collections.ferry.runc.plugins.module_utils._treesync import list_tree
 from ansible_collections.ferry.runc.plugins.modules import migration_receiver, migration_sender
@@ -297,11 +300,7 @@ def test_post_copy_restores_at_once_and_deletes_the_source_after_the_last_page(m
     harness.lazy_daemon_script("serve")
     lazy = harness.work / "lazy"
     harness.sender_steps = [harness.source_state(), harness.cpuinfo_dump(), harness.pause(), harness.delete_source()]
-    harness.receiver_steps = [
-        harness.destination_state(),
-        harness.cpuinfo_check(),
-        harness.restore("--lazy-pages", image=lazy, work=lazy),
-    ]
+    harness.receiver_steps = harness.lazy_restore_steps()
 
     outcome = harness.run()
 
@@ -505,14 +504,8 @@ def test_a_failed_post_copy_transfer_deletes_the_broken_copy_and_resumes_the_sou
     harness = migration(strategy="post-copy")
     harness.lazy_runc_script()
     harness.lazy_daemon_script("fail")
-    lazy = harness.work / "lazy"
     harness.sender_steps = [harness.source_state(), harness.cpuinfo_dump(), harness.pause(), harness.source_state("paused"), harness.resume()]
-    harness.receiver_steps = [
-        harness.destination_state(),
-        harness.cpuinfo_check(),
-        harness.restore("--lazy-pages", image=lazy, work=lazy),
-        harness.delete_destination(),
-    ]
+    harness.receiver_steps = harness.lazy_restore_steps() + [harness.delete_destination()]
 
     outcome = harness.run()
 
@@ -538,20 +531,54 @@ def test_a_failed_lazy_restore_ends_the_lazy_dumps_criu_which_lets_the_source_ru
     harness = migration(strategy="post-copy")
     harness.lazy_runc_script(criu_child=True)
     harness.lazy_daemon_script("hang")
-    lazy = harness.work / "lazy"
     harness.sender_steps = [harness.source_state(), harness.cpuinfo_dump(), harness.pause(), harness.source_state("running")]
-    harness.receiver_steps = [
-        harness.destination_state(),
-        harness.cpuinfo_check(),
-        harness.restore("--lazy-pages", image=lazy, work=lazy, rc=1),
-    ]
+    harness.receiver_steps = harness.lazy_restore_steps(rc=1)
 
     outcome = harness.run()
 
     assert isinstance(outcome.error, PeerFailed)
     assert outcome.report["rolled_back"] is True
     assert outcome.report["recovery"].startswith(RESUMED)
-    assert not process_alive(int((harness.tmp / "criu-child.pid").read_text()), "sleep\x0061\x00")
+    assert gone_within(IO_TIMEOUT, int((harness.tmp / "criu-child.pid").read_text()), "sleep\x0061\x00")
+
+
+def gone_within(seconds: float, pid: int, cmdline: str) -> bool:
+    """Whether pid stops running cmdline within seconds (a killed process dies when it is next scheduled)."""
+    deadline = time.monotonic() + seconds
+    while process_alive(pid, cmdline):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_a_lazy_restore_still_waiting_after_its_daemon_failed_is_ended(migration, monkeypatch: pytest.MonkeyPatch):
+    """When the page stream fails as a post-copy restore begins, CRIU 3.17 waits for ever for the tasks it could not
+    finish, and runc for CRIU: the receiver ends that CRIU after the grace period and reports both failures."""
+    monkeypatch.setattr(_receiver, "LAZY_RESTORE_GRACE", 0.5)
+    harness = migration(strategy="post-copy")
+    harness.lazy_runc_script()
+    harness.lazy_daemon_script("fail-first")
+    lazy = harness.work / "lazy"
+    harness.sender_steps = [
+        harness.source_state(), harness.cpuinfo_dump(), harness.pause(), harness.source_state("paused"), harness.resume(),
+    ]
+    harness.receiver_steps = harness.lazy_restore_steps(rc=1, effect=harness.stuck_restore)
+
+    outcome = harness.run()
+
+    assert isinstance(outcome.error, PeerFailed)
+    assert str(outcome.error) == (
+        f"the receiver failed: runc restore failed: criu failed: type NOTIFY errno 0; log file: {lazy / 'restore.log'}"
+        "; the lazy-pages daemon had failed first (exit code 1): no page could come from the source"
+        "; CRIU's restore, still waiting 0.5 s later, was ended"
+    )
+    assert outcome.error.log == log_excerpt(str(FIXTURES / "restore-failed.log")) + [
+        "(00.1) Error (criu/page-xfer.c:1545): page-xfer: Can't connect to server: Connection refused",
+    ]
+    assert outcome.receiver["ended_restore_criu"] is True
+    assert outcome.report["rolled_back"] is True
+    assert outcome.report["recovery"].startswith(RESUMED)
 
 
 def process_alive(pid: int, cmdline: str) -> bool:
@@ -610,14 +637,8 @@ def test_an_incomplete_lazy_copy_is_deleted_when_the_connection_drops(migration)
     harness = migration(strategy="post-copy")
     harness.lazy_runc_script()
     harness.lazy_daemon_script("hang")
-    lazy = harness.work / "lazy"
     harness.sender_steps = [harness.source_state(), harness.cpuinfo_dump(), harness.pause(), harness.source_state("paused"), harness.resume()]
-    harness.receiver_steps = [
-        harness.destination_state(),
-        harness.cpuinfo_check(),
-        harness.restore("--lazy-pages", image=lazy, work=lazy, effect=harness.drop_connection),
-        harness.delete_destination(),
-    ]
+    harness.receiver_steps = harness.lazy_restore_steps(effect=harness.drop_connection) + [harness.delete_destination()]
 
     outcome = harness.run()
 
@@ -627,6 +648,32 @@ def test_an_incomplete_lazy_copy_is_deleted_when_the_connection_drops(migration)
     assert isinstance(outcome.error, ChannelError)
     assert outcome.report["receiver_unreachable"] is True
     assert outcome.report["rolled_back"] is True
+
+
+def test_a_post_copy_connection_lost_after_the_restore_rolls_back_to_the_source(migration, monkeypatch: pytest.MonkeyPatch):
+    """The restore answered, then the link died before the last page: the destination's copy is incomplete (its
+    receiver deletes it), while the source, whose lazy dump's CRIU thawed it, looks "running". That is no sign of a
+    lost source: the sender ends the lazy dump, after which the source runs on, and says the destination may run too."""
+    harness = migration(strategy="post-copy")
+    harness.lazy_runc_script()
+    harness.lazy_daemon_script("hang")
+
+    def link_dies(receiver: Receiver, directory: str) -> dict:
+        harness.drop_connection()
+        raise ChannelError("connection reset by peer")
+
+    monkeypatch.setattr(Receiver, "_await_lazy_daemon", link_dies)
+    harness.sender_steps = [harness.source_state(), harness.cpuinfo_dump(), harness.pause(), harness.source_state("running")]
+    harness.receiver_steps = harness.lazy_restore_steps() + [harness.delete_destination()]
+
+    outcome = harness.run()
+
+    assert isinstance(outcome.error, ChannelError)
+    assert outcome.receiver["deleted_copy"] is True
+    report = outcome.report
+    assert report["rolled_back"] is True and report["source_deleted"] is False
+    assert report["recovery"].startswith(RESUMED + "; in post-copy the destination's copy ran from its restore on")
+    assert report["recovery"].endswith(f"may run one too: check it and delete one of the two (runc delete --force {CONTAINER})")
 
 
 # -- a failed prepare changes nothing --------------------------------------------------------------------
