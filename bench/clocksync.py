@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright: ferry.runc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Align one lab VM's wall clock with another's over the private link, NTP style, standard library only.
@@ -6,10 +5,11 @@
 The benchmark's downtime is the gap in CLOCK_REALTIME that the workload logs across a migration: the last look at
 the clock happens on the source, the first one after the restore on the destination. An offset between the two
 clocks adds to (or hides) that gap, and QEMU guests start with the host's RTC (whole seconds) and drift under TCG.
-So before each migration the destination's clock is set to the source's:
+So before each migration the destination's clock is set to the source's (bench/bench.yml installs this file on
+both lab VMs, without an execute bit, and runs it with their python3):
 
-    clocksync.py serve --address SRC_ADDR [--port 27199] [--timeout 60]     # on the source, in the background
-    clocksync.py sync --server SRC_ADDR [--port 27199] [--samples 25] [--set]  # on the destination
+    python3 clocksync.py serve --address SRC_ADDR [--port 27199] [--timeout 60]     # on the source, in the background
+    python3 clocksync.py sync --server SRC_ADDR [--port 27199] [--samples 25] [--set]  # on the destination
 
 `sync` sends timestamped datagrams, takes the sample with the shortest round trip, computes
 offset = server time - midpoint of the local send and receive times, steps the local clock by it (--set), measures
@@ -57,7 +57,7 @@ def measure(server: str, port: int, samples: int, wait: float) -> tuple[float, f
             t1 = time.time()
             sock.sendto(struct.pack("!d", t1), (server, port))
             try:
-                data, _ = sock.recvfrom(64)
+                data = sock.recvfrom(64)[0]
             except socket.timeout:
                 continue
             t4 = time.time()

@@ -1,9 +1,8 @@
-#!/usr/bin/env python3
 # Copyright: ferry.runc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Turn the raw results of bench/bench.yml into tables, medians, the targets of issue 8 and a plot.
 
-    report.py RESULTS_DIR [--out DIR]
+    python3 report.py RESULTS_DIR [--out DIR]
 
 RESULTS_DIR holds runs.jsonl (one record per run) and meta.json, as bench/bench.yml writes them. DIR (default
 RESULTS_DIR) receives runs.csv and runs.json (every run, raw), summary.csv (medians per size, rate and method),
@@ -207,15 +206,16 @@ def plot(rows: list[dict], meta: dict, path: Path) -> None:
     for column, rate in enumerate(rates):
         for method in method_order(meta, rows):
             points = sorted(
-                (row["size_mib"], row) for row in rows if row["rate"] == rate and row["method"] == method and row["ok"]
+                (row for row in rows if row["rate"] == rate and row["method"] == method and row["ok"]),
+                key=lambda row: row["size_mib"],
             )
             if not points:
                 continue
-            sizes = [size for size, _ in points]
-            label = points[0][1]["label"]
+            sizes = [row["size_mib"] for row in points]
+            label = points[0]["label"]
             style = "--" if method in ("seed", "podman") else "-"
-            axes[0][column].plot(sizes, [row["downtime_ms_median"] / 1000 for _, row in points], style, marker="o", label=label)
-            axes[1][column].plot(sizes, [row["total_s_median"] for _, row in points], style, marker="o", label=label)
+            axes[0][column].plot(sizes, [row["downtime_ms_median"] / 1000 for row in points], style, marker="o", label=label)
+            axes[1][column].plot(sizes, [row["total_s_median"] for row in points], style, marker="o", label=label)
         dirty = meta.get("rates", {}).get(rate)
         for row_index, ylabel in enumerate(("downtime: longest gap the workload logged (s)", "total time (s)")):
             axis = axes[row_index][column]
