@@ -94,17 +94,17 @@ def seconds(ms: float | None) -> str:
     return "-" if ms is None else f"{ms / 1000:.1f}"
 
 
-def method_order(meta: dict, rows: list[dict]) -> list[str]:
-    listed = list(meta.get("methods", {}))
-    return listed + sorted({row["method"] for row in rows} - set(listed))
+def method_order(rows: list[dict]) -> list[str]:
+    """The methods in the order of their first run, which is the profile's order (bench.yml runs them so)."""
+    return list(dict.fromkeys(row["method"] for row in rows))
 
 
-def table(rows: list[dict], meta: dict, rate: str, cell) -> list[str]:
+def table(rows: list[dict], rate: str, cell) -> list[str]:
     sizes = sorted({row["size_mib"] for row in rows})
     header = ["method"] + [f"{size} MiB" for size in sizes]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     index = {(row["size_mib"], row["method"]): row for row in rows if row["rate"] == rate}
-    for method in method_order(meta, rows):
+    for method in method_order(rows):
         cells = [cell(index.get((size, method))) for size in sizes]
         if any(value != "" for value in cells):
             label = next(row["label"] for row in rows if row["method"] == method)
@@ -135,6 +135,24 @@ def total_cell(row: dict | None) -> str:
     if row["ok"] == 0:
         return "failed"
     return "-" if row["total_s_median"] is None else f"{row['total_s_median']:.1f}"
+
+
+def paused_cell(row: dict | None) -> str:
+    if row is None:
+        return ""
+    if row["ok"] == 0:
+        return "failed"
+    return seconds(row["paused_total_ms_median"])
+
+
+def wall_time_table(runs: list[dict]) -> list[str]:
+    """Each run's wall time on the controller: the whole run (start, warm-up, migration, verification, clean-up)
+    and the migration alone, what a full profile's duration is estimated from."""
+    lines = ["| run | method | run (s) | migration (s) |", "|---|---|---|---|"]
+    for run in runs:
+        lines.append(f"| {run['name']} | {run['label']} | {run.get('run_s', '-')} | {run.get('migration_s', '-')} |")
+    total = sum(float(run.get("run_s") or 0) for run in runs)
+    return lines + ["", f"All {len(runs)} runs: {total / 60:.1f} minutes."]
 
 
 def targets(rows: list[dict]) -> list[str]:
@@ -204,7 +222,7 @@ def plot(rows: list[dict], meta: dict, path: Path) -> None:
     rates = [rate for rate in meta.get("rates", {}) if any(row["rate"] == rate for row in rows)]
     figure, axes = plt.subplots(2, len(rates), figsize=(6.5 * len(rates), 9), squeeze=False)
     for column, rate in enumerate(rates):
-        for method in method_order(meta, rows):
+        for method in method_order(rows):
             points = sorted(
                 (row for row in rows if row["rate"] == rate and row["method"] == method and row["ok"]),
                 key=lambda row: row["size_mib"],
@@ -226,20 +244,23 @@ def plot(rows: list[dict], meta: dict, path: Path) -> None:
             axis.set_ylabel(ylabel)
             axis.set_title(f"{rate} ({dirty} MiB/s dirtied), medians")
             axis.grid(True, which="both", alpha=0.3)
-        axes[0][column].legend(fontsize="small")
     machine = meta.get("machine", {})
     figure.suptitle(
-        f"memstress migrated between two QEMU VMs ({machine.get('vm_accel', '?')}, {machine.get('vm_memory_mb', '?')} MiB, "
-        f"{machine.get('vm_smp', '?')} vCPU) on {machine.get('cpu_model', '?')}"
+        f"memstress migrated between two QEMU VMs\n({machine.get('vm_accel', '?')}, {machine.get('vm_memory_mb', '?')} MiB, "
+        f"{machine.get('vm_smp', '?')} vCPU) on {machine.get('cpu_model', '?')}",
+        fontsize="medium",
     )
-    figure.tight_layout()
+    # One legend under all plots: inside an axis it hides the points of a single size.
+    figure.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncol=2, fontsize="small")
+    figure.tight_layout(rect=(0, 0.08, 1, 1))
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
 
 def write_csv(path: Path, rows: list[dict], fields) -> None:
     with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(fields), extrasaction="ignore")
+        # Not csv's default "\r\n": the results are committed, and ansible-test sanity allows "\n" only.
+        writer = csv.DictWriter(handle, fieldnames=list(fields), extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for row in rows:
             writer.writerow({key: json.dumps(value) if isinstance(value, (list, dict)) else value for key, value in row.items()})
@@ -277,10 +298,17 @@ def main(argv: list[str]) -> int:
             "(our report's downtime_ms in parentheses)",
             "",
         ]
-        lines += table(rows, meta, rate, downtime_cell) + [""]
+        lines += table(rows, rate, downtime_cell) + [""]
         lines += [f"### Total time, {rate} ({dirty} MiB/s dirtied): seconds, median", ""]
-        lines += table(rows, meta, rate, total_cell) + [""]
+        lines += table(rows, rate, total_cell) + [""]
+        lines += [
+            f"### Paused in total, {rate} ({dirty} MiB/s dirtied): seconds, median of the sum of the gaps memstress "
+            "logged (post-copy's page faults each stall it briefly)",
+            "",
+        ]
+        lines += table(rows, rate, paused_cell) + [""]
     lines += ["### Targets of issue 8", ""] + targets(rows) + [""]
+    lines += ["### Wall time of each run", ""] + wall_time_table(runs) + [""]
     if failed:
         lines += ["### Failed runs", ""] + [f"- {run['name']}: {run['error'][:400]}" for run in failed] + [""]
     (out / "results.md").write_text("\n".join(lines), encoding="utf-8")

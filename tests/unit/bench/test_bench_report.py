@@ -129,7 +129,7 @@ def test_summarize_takes_the_median_not_the_mean():
 
 def test_downtime_table_busy():
     rows = report.summarize(RUNS)
-    assert report.table(rows, META, "busy", report.downtime_cell) == [
+    assert report.table(rows, "busy", report.downtime_cell) == [
         "| method | 64 MiB | 256 MiB |",
         "|---|---|---|",
         "| seed flow | 4.0 | 9.0 |",
@@ -140,7 +140,7 @@ def test_downtime_table_busy():
 
 def test_downtime_table_idle_leaves_out_methods_without_runs():
     rows = report.summarize(RUNS)
-    assert report.table(rows, META, "idle", report.downtime_cell) == [
+    assert report.table(rows, "idle", report.downtime_cell) == [
         "| method | 64 MiB | 256 MiB |",
         "|---|---|---|",
         "| seed flow | 3.0 |  |",
@@ -149,7 +149,7 @@ def test_downtime_table_idle_leaves_out_methods_without_runs():
 
 def test_total_time_table_busy():
     rows = report.summarize(RUNS)
-    assert report.table(rows, META, "busy", report.total_cell) == [
+    assert report.table(rows, "busy", report.total_cell) == [
         "| method | 64 MiB | 256 MiB |",
         "|---|---|---|",
         "| seed flow | 20.0 | 50.0 |",
@@ -158,9 +158,33 @@ def test_total_time_table_busy():
     ]
 
 
-def test_methods_missing_from_meta_come_last_in_name_order():
-    rows = report.summarize([run(1, 64, "busy", "pre-copy", 700), run(2, 64, "busy", "seed", 800)])
-    assert report.method_order({"methods": {"seed": {}}}, rows) == ["seed", "pre-copy"]
+def test_paused_table_busy():
+    runs = [run(1, 64, "busy", "seed", 4000, paused_total_ms=4000), run(2, 64, "busy", "post-copy", 1300, paused_total_ms=90500),
+            run(3, 64, "busy", "podman", ok=False)]
+    assert report.table(report.summarize(runs), "busy", report.paused_cell) == [
+        "| method | 64 MiB |",
+        "|---|---|",
+        "| seed flow | 4.0 |",
+        "| ferry post-copy | 90.5 |",
+        "| Podman | failed |",
+    ]
+
+
+def test_wall_time_table_lists_every_run_and_their_sum():
+    runs = [run(1, 64, "busy", "seed", 4000, run_s=230.5, migration_s=53.5), run(2, 64, "busy", "podman", ok=False)]
+    assert report.wall_time_table(runs) == [
+        "| run | method | run (s) | migration (s) |",
+        "|---|---|---|---|",
+        "| 001-64m-busy-seed-r1 | seed flow | 230.5 | 53.5 |",
+        "| 002-64m-busy-podman-r1 | Podman | - | - |",
+        "",
+        "All 2 runs: 3.8 minutes.",
+    ]
+
+
+def test_methods_come_in_the_order_of_their_first_run():
+    rows = report.summarize([run(1, 64, "busy", "pre-copy", 700), run(2, 64, "busy", "seed", 800), run(3, 256, "busy", "pre-copy", 900)])
+    assert report.method_order(rows) == ["pre-copy", "seed"]
 
 
 def test_targets_with_nothing_measured():
@@ -227,6 +251,7 @@ def test_main_writes_the_report_files(tmp_path, capsys):
     ]
     assert capsys.readouterr().out.splitlines()[0] == lines[0]
 
+    assert b"\r" not in (out / "runs.csv").read_bytes() + (out / "summary.csv").read_bytes()
     with open(out / "runs.csv", encoding="utf-8", newline="") as handle:
         runs_csv = list(csv.DictReader(handle))
     assert [row["index"] for row in runs_csv] == ["1", "2", "3", "4", "5", "6", "7", "8"]
