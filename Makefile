@@ -36,7 +36,7 @@ help:
 	@echo "make demo    run a live migration on the built-in two-VM lab"
 	@echo "make test    run every test: lint, sanity, unit, molecule scenarios on the lab"
 	@echo "make lab-up | lab-down | lab-ssh-src | lab-ssh-dst    manage the lab by hand"
-	@echo "make bench-quick | bench    the benchmark on the lab (work in progress, never run; not part of make test)"
+	@echo "make bench-quick | bench    the benchmark on the lab (work in progress; not part of make test)"
 
 host-packages:
 	@missing=$$(for p in $(HOST_PACKAGES); do \
@@ -104,7 +104,7 @@ lab-ssh-dst:
 demo: venv collection host-packages examples lab-up
 	$(BIN)/ansible-playbook examples/demo.yml
 
-# The benchmark (work in progress, never run yet: bench/README.md; not part of `make test`): memstress moved with the
+# The benchmark (work in progress: bench/README.md; not part of `make test`): memstress moved with the
 # seed's flow, each strategy of ours and Podman. bench-quick: 64 MiB, busy, one repetition, four methods.
 # A 1 GiB workload needs VMs with more memory than the default: stop a smaller lab first (make lab-down).
 .PHONY: bench bench-quick
