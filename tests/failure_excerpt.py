@@ -11,6 +11,8 @@ import re
 import sys
 
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+# molecule boxes each playbook's output: "  │ " before every line, wrapped at 80 columns, "  │   " before the rest.
+MOLECULE_BOX = re.compile(r"^\s*\u2502 ?(?P<text>.*)$")
 FAILURE_LINE = re.compile(r"^(?:fatal|failed): \[(?P<host>[^\]]+)\]")
 RECAP_LINE = re.compile(r"^(?P<host>\S+)\s*:\s*ok=\d+.*?\bunreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)")
 MAX_FAILURES = 3
@@ -49,8 +51,23 @@ def play_ending_failures(lines: list[str]) -> list[tuple[str, str]]:
     return ending
 
 
+def unwrapped_lines(log_text: str) -> list[str]:
+    """The log's lines without colours, with molecule's box taken off and its wrapped lines joined again."""
+    lines: list[str] = []
+    previous_boxed = False
+    for raw_line in log_text.splitlines():
+        line = ANSI_ESCAPE.sub("", raw_line).rstrip()
+        boxed = MOLECULE_BOX.match(line)
+        if boxed and previous_boxed and boxed["text"].startswith("  ") and lines[-1]:
+            lines[-1] += " " + boxed["text"].strip()
+            continue
+        previous_boxed = boxed is not None
+        lines.append(boxed["text"] if boxed else line)
+    return lines
+
+
 def excerpt(log_text: str) -> list[str]:
-    lines = [ANSI_ESCAPE.sub("", line).rstrip() for line in log_text.splitlines()]
+    lines = unwrapped_lines(log_text)
     printed: list[str] = []
     for task_header, failure_line in play_ending_failures(lines)[-MAX_FAILURES:]:
         printed += [shorten(task_header), shorten(failure_line)]

@@ -84,6 +84,28 @@ def test_loop_failures_unreachable_hosts_and_colours():
     ]
 
 
+MOLECULE_BOXED_LOG = """\
+  \x1b[2m\u2502\x1b[0m TASK [Read the counter in /var/lib/ferry-test/checkpoint/counter]
+  \x1b[2m\u2502\x1b[0m   *************************************************
+  \x1b[2m\u2502\x1b[0m \x1b[0;31mfatal: [src]: FAILED! => {"attempts": 60, "changed": false, "rc": 1,\x1b[0m
+  \x1b[2m\u2502\x1b[0m \x1b[0;31m  "stdout": ""}\x1b[0m
+  \x1b[2m\u2502\x1b[0m
+  \x1b[2m\u2502\x1b[0m PLAY RECAP
+  \x1b[2m\u2502\x1b[0m   *********************************************************************
+  \x1b[2m\u2502\x1b[0m src                        : ok=9    changed=2    unreachable=0    failed=1
+  \x1b[2m\u2502\x1b[0m   skipped=0    rescued=0    ignored=0
+  \x1b[2m\u2502\x1b[0m
+  \u2514\u2500 Return code: 2 \u2500\u2500\u2500
+"""
+
+
+def test_molecule_boxed_and_wrapped_output():
+    assert failure_excerpt.excerpt(MOLECULE_BOXED_LOG) == [
+        "TASK [Read the counter in /var/lib/ferry-test/checkpoint/counter]",
+        'fatal: [src]: FAILED! => {"attempts": 60, "changed": false, "rc": 1, "stdout": ""}',
+    ]
+
+
 def test_long_messages_are_cut():
     long_message = "x" * 2000
     log = "TASK [Dump] ***\nfatal: [src]: FAILED! => {\"msg\": \"" + long_message + "\"}\n" + RECAP_SRC_FAILED
