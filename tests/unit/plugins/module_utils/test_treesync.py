@@ -1,11 +1,13 @@
 """Tree sync (_treesync) between two directories over a real authenticated channel on 127.0.0.1.
 
-The sender runs send_tree() in the test thread; the receiver runs receive_tree() in a thread, as the
-receiver module does: it takes the 'sync' message, applies it, and closes the channel when it fails.
+The sender (send_tree(), or one TreeSender for the passes of one migration) and the receiver (receive_tree(), as
+the receiver module runs it: it takes the 'sync' message, applies it, and closes the channel when it fails) each
+run in a thread, so that a sender stuck on what a hostile container put in the tree fails the test.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -26,6 +28,8 @@ from ansible_collections.ferry.runc.plugins.module_utils._channel import (
 )
 from ansible_collections.ferry.runc.plugins.module_utils._treesync import (
     CHUNK,
+    OWNER_MARKER,
+    TreeSender,
     list_tree,
     plan,
     receive_tree,
@@ -92,12 +96,18 @@ def sync(
     delete_extra: bool = False,
     between: Callable[[], None] = lambda: None,
     timeout: float = IO_TIMEOUT,
+    tree_sender: Optional[TreeSender] = None,
 ) -> Tuple[int, int]:
-    """One send_tree/receive_tree round; returns (bytes sent, bytes received)."""
+    """One pass (send_tree, or a pass of tree_sender) and receive_tree; returns (bytes sent, bytes received).
+    between runs once the receiver has the listing, before the sender reads any file."""
     sender, receiver = connected_pair(timeout)
     receiving = Background(receive_one, receiver, destination, between)
+    if tree_sender is None:
+        sending = Background(send_tree, sender, str(source), "bundle", delete_extra)
+    else:
+        sending = Background(tree_sender.send, sender, "bundle", delete_extra)
     try:
-        sent = send_tree(sender, str(source), "bundle", delete_extra)
+        sent = sending.result()
         message, received = receiving.result()
     finally:
         sender.close()
@@ -443,14 +453,16 @@ def test_a_directory_replaced_by_an_outside_symlink_is_not_written_through(trees
 
 
 def fake_sync(
-    destination: Path, listing: Dict[str, Dict[str, Any]], timeout: float = 2.0
+    destination: Path, *listings: Dict[str, Dict[str, Any]], timeout: float = 2.0
 ) -> Tuple[Optional[BaseException], list]:
-    """Offer a hand-made listing (no files to send) to receive_tree; returns its error and what the sender got."""
+    """Offer a hand-made listing (no files to send), in one batch per argument, to receive_tree; returns its error
+    and what the sender got."""
     sender, receiver = connected_pair(timeout)
     receiving = Background(receive_one, receiver, destination, lambda: None)
     answers = []
     try:
-        sender.send("sync", target="bundle", listing=listing, delete_extra=False)
+        for number, listing in enumerate(listings, 1):
+            sender.send("sync", target="bundle", listing=listing, delete_extra=False, more=number < len(listings))
         try:
             answers.append(sender.recv("want"))
             answers.append(sender.recv("ok"))
@@ -512,7 +524,7 @@ def test_a_listing_that_puts_a_file_under_one_of_its_own_symlinks_is_refused(tmp
     listing = {"l": entry("link", target=str(outside)), "l/planted": entry("file", size=0)}
     error, _answers = fake_sync(tmp_path / "root", listing)
     assert isinstance(error, ChannelError)
-    assert "a parent directory is a symlink" in str(error)
+    assert str(error) == "refusing 'l/planted': its parent 'l' is not a directory of the listing"
     assert list(outside.iterdir()) == []
 
 
@@ -577,3 +589,235 @@ def test_a_tree_whose_listing_is_larger_than_one_frame_syncs(tmp_path):
     sent, received = sync(source, destination)
     assert sent == received == 400
     assert_same_tree(source, destination)
+
+
+# -- a hostile container: it changes its tree while the sender reads it -------------------------------------
+
+# A file of the source host (its /etc/shadow) of the same size as the container's rootfs/etc/shadow.
+HOST_SECRET = b"host-secret-shadow\n"
+
+
+@pytest.fixture
+def host_etc(tmp_path: Path) -> Path:
+    write(tmp_path / "host-etc/shadow", HOST_SECRET, 0o600)
+    return tmp_path / "host-etc"
+
+
+def swap_for_link(path: Path, target: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+    os.symlink(target, path)
+
+
+def holding(root: Path, data: bytes) -> list:
+    """The regular files under root whose content contains data."""
+    found = []
+    for directory, _subdirs, files in os.walk(root):
+        for name in files:
+            path = Path(directory, name)
+            if not path.is_symlink() and data in path.read_bytes():
+                found.append(str(path.relative_to(root)))
+    return found
+
+
+@pytest.mark.parametrize("swapped", ["rootfs/etc", "rootfs/etc/shadow"], ids=["parent-directory", "file"])
+def test_a_symlink_swapped_in_between_the_listing_and_the_read_is_not_read_through(trees, host_etc, swapped):
+    source, destination = trees
+    target = host_etc if swapped == "rootfs/etc" else host_etc / "shadow"
+    tree_sender = TreeSender(str(source))
+    sync(source, destination, between=lambda: swap_for_link(source / swapped, target), tree_sender=tree_sender)
+    assert holding(destination, HOST_SECRET) == [], "the sender read a file outside the tree"
+    sync(source, destination, delete_extra=True, tree_sender=tree_sender)
+    assert holding(destination, HOST_SECRET) == []
+    assert os.readlink(destination / swapped) == str(target)
+    assert_same_tree(source, destination)
+
+
+def test_a_directory_swapped_for_a_symlink_during_the_listing_is_not_entered(trees, host_etc, monkeypatch):
+    """The walk finds rootfs/etc a directory (the first stat of it) and only then goes in: the swap comes between."""
+    source, _destination = trees
+    swapped = []
+
+    def swapping_after(look: Callable[..., os.stat_result]) -> Callable[..., os.stat_result]:
+        def look_then_swap(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+            info = look(path, *args, **kwargs)
+            if not swapped and os.path.basename(str(path)) == "etc":
+                swapped.append(path)
+                swap_for_link(source / "rootfs/etc", host_etc)
+            return info
+
+        return look_then_swap
+
+    monkeypatch.setattr(os, "stat", swapping_after(os.stat))
+    monkeypatch.setattr(os, "lstat", swapping_after(os.lstat))
+    listing = list_tree(str(source))
+    assert swapped, "the swap did not happen"
+    assert [path for path in listing if path.startswith("rootfs/etc/")] == []
+
+
+def test_a_stolen_file_put_back_as_a_decoy_of_the_same_size_and_mtime_is_replaced_in_the_frozen_pass(
+    trees, host_etc, tmp_path
+):
+    """The running pass: rootfs/etc becomes a symlink to the host's /etc between the listing and the read. Then the
+    container puts its directory back, with a decoy shadow of the listed size and mtime, before the frozen pass."""
+    source, destination = trees
+    etc, hidden = source / "rootfs/etc", tmp_path / "hidden-etc"
+    listed = os.lstat(etc / "shadow")
+    tree_sender = TreeSender(str(source))
+
+    def swap() -> None:
+        os.rename(etc, hidden)
+        os.symlink(host_etc, etc)
+
+    sync(source, destination, delete_extra=True, between=swap, tree_sender=tree_sender)
+    etc.unlink()
+    os.rename(hidden, etc)
+    decoy = b"decoy-of-same-size\n"
+    write(etc / "shadow", decoy, 0o600, listed.st_mtime_ns)
+    settle_dirs(source)
+    sync(source, destination, delete_extra=True, tree_sender=tree_sender)
+    assert holding(destination, HOST_SECRET) == []
+    assert (destination / "rootfs/etc/shadow").read_bytes() == decoy
+    assert_same_tree(source, destination)
+
+
+def test_a_file_rewritten_with_the_same_size_and_a_forged_mtime_is_sent_again(trees):
+    source, destination = trees
+    tree_sender = TreeSender(str(source))
+    sync(source, destination, tree_sender=tree_sender)
+    shadow = source / "rootfs/etc/shadow"
+    listed = os.lstat(shadow)
+    rewritten = b"root:$6$new:19001:\n"
+    write(shadow, rewritten, 0o600, listed.st_mtime_ns)
+    assert os.lstat(shadow).st_size == listed.st_size
+    assert sync(source, destination, tree_sender=tree_sender) == (len(rewritten), len(rewritten))
+    assert (destination / "rootfs/etc/shadow").read_bytes() == rewritten
+
+
+def test_a_second_pass_of_one_sender_sends_nothing_when_nothing_changed(trees):
+    source, destination = trees
+    tree_sender = TreeSender(str(source))
+    sync(source, destination, tree_sender=tree_sender)
+    before = snapshot(destination)
+    assert sync(source, destination, tree_sender=tree_sender) == (0, 0)
+    assert snapshot(destination) == before
+
+
+def make_fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+def make_socket(path: Path) -> None:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(path))
+
+
+def make_random_device(path: Path) -> None:
+    """A device node of the host's /dev/urandom: a container allowed to mknod (not to open) can make one."""
+    os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 9))
+
+
+ROOT_ONLY = pytest.mark.skipif(not AS_ROOT, reason="mknod needs root")
+
+
+@pytest.mark.parametrize(
+    "make", [make_fifo, make_socket, pytest.param(make_random_device, marks=ROOT_ONLY)], ids=["fifo", "socket", "device"]
+)
+def test_a_device_socket_or_fifo_is_skipped_and_reported(trees, make):
+    source, destination = trees
+    make(source / "rootfs/special")
+    settle_dirs(source)
+    tree_sender = TreeSender(str(source))
+    sync(source, destination, tree_sender=tree_sender)
+    assert tree_sender.skipped == ["rootfs/special"]
+    assert not os.path.lexists(destination / "rootfs/special")
+    assert_same_tree(source, destination)
+
+
+@pytest.mark.parametrize("make", [make_fifo, pytest.param(make_random_device, marks=ROOT_ONLY)], ids=["fifo", "device"])
+def test_a_fifo_or_device_swapped_in_between_the_listing_and_the_read_is_not_read(trees, make):
+    """Opening a FIFO for reading blocks until a writer comes; a device's data is the host's."""
+    source, destination = trees
+    shadow = source / "rootfs/etc/shadow"
+    size = shadow.stat().st_size
+
+    def swap() -> None:
+        shadow.unlink()
+        make(shadow)
+
+    tree_sender = TreeSender(str(source))
+    sync(source, destination, between=swap, tree_sender=tree_sender, timeout=2.0)
+    assert (destination / "rootfs/etc/shadow").read_bytes() == bytes(size)
+    sync(source, destination, delete_extra=True, tree_sender=tree_sender)
+    assert tree_sender.skipped == ["rootfs/etc/shadow"]
+    assert not os.path.lexists(destination / "rootfs/etc/shadow")
+
+
+# -- a hostile peer: a listing or data that the real sender would not send ----------------------------------
+
+
+def test_a_child_listed_before_its_parent_symlink_changes_nothing_outside(tmp_path):
+    """'x/y' (a directory) in a first batch, 'x' (a symlink to an outside directory) in the next: the receiver used
+    to make x/y, replace x by the link, and then chmod and chown the outside y through it."""
+    outside = tmp_path / "outside"
+    (outside / "y").mkdir(parents=True, mode=0o700)
+    os.utime(outside / "y", ns=(MTIME - 1, MTIME - 1))
+    before = snapshot(outside)
+    error, _answers = fake_sync(
+        tmp_path / "root",
+        {"x/y": entry("dir", mode=0o777, uid=4242, gid=4242)},
+        {"x": entry("link", target=str(outside))},
+    )
+    assert snapshot(outside) == before, "receive_tree changed a directory outside its root"
+    assert isinstance(error, ChannelError)
+    assert str(error) == "refusing 'x/y': its parent 'x' is not a directory of the listing"
+    assert not (tmp_path / "root").exists(), "the receiver changed something before refusing"
+
+
+@pytest.mark.parametrize(
+    "relative, listed",
+    [
+        ("a//b", entry("file")),
+        ("./a", entry("dir")),
+        (OWNER_MARKER, entry("file", size=0)),
+        ("device", entry("special")),
+        ("sizeless", dict(entry("dir"), kind="file")),
+        ("link", entry("link", target=7)),
+    ],
+    ids=["empty-component", "dot-component", "owner-marker", "unknown-kind", "file-without-size", "link-without-target"],
+)
+def test_a_listing_with_an_odd_or_malformed_entry_is_refused_before_anything_changes(tmp_path, relative, listed):
+    error, _answers = fake_sync(tmp_path / "root", {relative: listed})
+    assert isinstance(error, ChannelError)
+    assert str(error).startswith(f"refusing {relative!r}") or str(error).startswith(f"refusing path {relative!r}")
+    assert not (tmp_path / "root").exists()
+
+
+def test_a_file_whose_sha256_differs_from_the_senders_is_not_put_in_place(tmp_path):
+    sender, receiver = connected_pair(2.0)
+    receiving = Background(receive_one, receiver, tmp_path / "root", lambda: None)
+    try:
+        sender.send("sync", target="bundle", listing={"f": entry("file", size=4)}, delete_extra=False)
+        assert sender.recv("want")["paths"] == ["f"]
+        sender.send_bytes(b"data")
+        sender.send("eof", path="f", sha256=hashlib.sha256(b"something else").hexdigest())
+        with pytest.raises(ChannelError, match="'?f'?: the SHA-256 of the data received differs from the sender's"):
+            receiving.result()
+    finally:
+        sender.close()
+        receiver.close()
+    assert os.listdir(tmp_path / "root") == []
+
+
+def test_the_owner_marker_is_neither_listed_nor_sent_nor_removed(trees):
+    source, destination = trees
+    destination.mkdir()
+    (destination / OWNER_MARKER).write_text(json.dumps({"container": "web1", "migration": "m2"}))
+    (source / OWNER_MARKER).write_text(json.dumps({"container": "web1", "migration": "m1"}))
+    assert OWNER_MARKER not in list_tree(str(source))
+    sync(source, destination, delete_extra=True)
+    assert json.loads((destination / OWNER_MARKER).read_text()) == {"container": "web1", "migration": "m2"}
+    assert_same_tree(source, destination)
+
