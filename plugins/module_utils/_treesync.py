@@ -506,3 +506,70 @@ def _apply_link_metadata(parent_fd: int, name: str, entry: dict[str, Any]) -> No
     os.chown(name, entry["uid"], entry["gid"], dir_fd=parent_fd, follow_symlinks=False)
     os.utime(name, ns=(entry["mtime_ns"], entry["mtime_ns"]), dir_fd=parent_fd, follow_symlinks=False)
 
+
+def claim_tree(path: str, owner: dict[str, Any]) -> bool:
+    """Make path the tree of owner (a dict naming at least its "container", e.g. also its "migration"): create it
+    (missing parents too; the new directory 0700) with ferry's owner marker in it, or accept it as it is when it
+    holds a marker naming the same container (an earlier copy made by ferry). Returns whether this call created it.
+
+    Raises FileExistsError when something else is at path.
+    """
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        marked = _read_owner(path)
+        if marked is None or marked.get("container") != owner["container"]:
+            raise FileExistsError(
+                f"{path} exists and holds something not made by ferry for container {owner['container']}"
+                f" (no {OWNER_MARKER} naming it): move it away or choose another path"
+            ) from None
+        return False
+    try:
+        _write_owner(path, owner)
+    except OSError:
+        release_tree(path, created=True)
+        raise
+    return True
+
+
+def release_tree(path: str, created: bool) -> None:
+    """Remove the tree at path when claim_tree created it (created=True), never following a symlink."""
+    if not created:
+        return
+    path = os.path.abspath(path)
+    parent_fd = _open_root(os.path.dirname(path))
+    try:
+        _remove_entry(parent_fd, os.path.basename(path))
+    finally:
+        os.close(parent_fd)
+
+
+def _read_owner(path: str) -> dict[str, Any] | None:
+    """The owner in the marker of the directory at path; None when path is no directory (a symlink is not one) or
+    holds no readable marker."""
+    try:
+        directory_fd = os.open(path, _DIRECTORY_FLAGS)
+        try:
+            descriptor = _open_regular(directory_fd, OWNER_MARKER)
+        finally:
+            os.close(directory_fd)
+        if descriptor is None:
+            return None
+        with os.fdopen(descriptor, "rb") as handle:
+            owner = json.loads(handle.read())
+    except (OSError, ValueError):
+        return None
+    return owner if isinstance(owner, dict) else None
+
+
+def _write_owner(path: str, owner: dict[str, Any]) -> None:
+    directory_fd = os.open(path, _DIRECTORY_FLAGS)
+    try:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        descriptor = os.open(OWNER_MARKER, flags, 0o600, dir_fd=directory_fd)
+    finally:
+        os.close(directory_fd)
+    with os.fdopen(descriptor, "w") as handle:
+        json.dump(owner, handle, sort_keys=True)

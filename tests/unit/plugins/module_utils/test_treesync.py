@@ -30,9 +30,11 @@ from ansible_collections.ferry.runc.plugins.module_utils._treesync import (
     CHUNK,
     OWNER_MARKER,
     TreeSender,
+    claim_tree,
     list_tree,
     plan,
     receive_tree,
+    release_tree,
     send_tree,
 )
 
@@ -821,3 +823,85 @@ def test_the_owner_marker_is_neither_listed_nor_sent_nor_removed(trees):
     assert json.loads((destination / OWNER_MARKER).read_text()) == {"container": "web1", "migration": "m2"}
     assert_same_tree(source, destination)
 
+
+# -- claim_tree and release_tree: the destination's bundle directory ----------------------------------------
+
+OWNER = {"container": "web1", "migration": "m1"}
+
+
+def test_claim_tree_creates_a_marked_directory_that_release_tree_removes(tmp_path):
+    path = tmp_path / "bundles/web1"
+    assert claim_tree(str(path), OWNER) is True
+    assert stat.S_IMODE(path.stat().st_mode) == 0o700
+    assert json.loads((path / OWNER_MARKER).read_text()) == OWNER
+    write(path / "rootfs/etc/hostname", b"web1\n")
+    release_tree(str(path), created=True)
+    assert not path.exists()
+    assert path.parent.is_dir()
+
+
+def test_claim_tree_accepts_an_earlier_copy_of_the_same_container_which_release_tree_keeps(tmp_path):
+    path = tmp_path / "web1"
+    claim_tree(str(path), OWNER)
+    write(path / "rootfs/etc/hostname", b"web1\n")
+    assert claim_tree(str(path), {"container": "web1", "migration": "m2"}) is False
+    release_tree(str(path), created=False)
+    assert (path / "rootfs/etc/hostname").read_bytes() == b"web1\n"
+
+
+def marked_for_another_container(path: Path) -> None:
+    claim_tree(str(path), {"container": "db1", "migration": "m0"})
+
+
+def unreadable_marker(path: Path) -> None:
+    write(path / OWNER_MARKER, b"not json")
+
+
+def empty_directory(path: Path) -> None:
+    path.mkdir()
+
+
+def foreign_directory(path: Path) -> None:
+    write(path / "rootfs/etc/hostname", b"someone else's\n")
+
+
+def symlink_to_a_marked_directory(path: Path) -> None:
+    claim_tree(str(path.parent / "elsewhere"), OWNER)
+    os.symlink(path.parent / "elsewhere", path)
+
+
+def regular_file(path: Path) -> None:
+    write(path, b"a file")
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        marked_for_another_container,
+        unreadable_marker,
+        empty_directory,
+        foreign_directory,
+        symlink_to_a_marked_directory,
+        regular_file,
+    ],
+)
+def test_claim_tree_refuses_anything_else_and_leaves_it_alone(tmp_path, make):
+    path = tmp_path / "web1"
+    make(path)
+    before = snapshot(tmp_path)
+    with pytest.raises(FileExistsError, match=f"^{path} exists and holds something not made by ferry for container web1"):
+        claim_tree(str(path), OWNER)
+    assert snapshot(tmp_path) == before
+
+
+def test_release_tree_removes_symlinks_not_what_they_point_to(tmp_path):
+    path = tmp_path / "web1"
+    claim_tree(str(path), OWNER)
+    outside = tmp_path / "outside"
+    write(outside / "precious", b"keep me")
+    os.symlink(outside, path / "dir-link")
+    os.symlink(outside / "precious", path / "file-link")
+    os.mkfifo(path / "fifo")
+    release_tree(str(path), created=True)
+    assert not os.path.lexists(path)
+    assert (outside / "precious").read_bytes() == b"keep me"
