@@ -68,6 +68,7 @@ class Sender:
         self.lazy_process: subprocess.Popen | None = None
         self.created_image_dir = False
         self.restore_requested = False
+        self.bundle_sender: _treesync.TreeSender | None = None
         self.tls_paths: dict[str, str] = {}
         self.criu_path = params["criu_path"] or module.get_bin_path("criu", required=True)
         self.step = "preflight"
@@ -231,8 +232,12 @@ class Sender:
 
     def _sync_bundle(self, step: str, bundle: str) -> None:
         began = time.monotonic()
-        sent = _treesync.send_tree(self.channel, bundle, "bundle", delete_extra=True)
-        self.report.setdefault("bundle_sync", []).append({"step": step, "bytes": sent, "seconds": round(time.monotonic() - began, 3)})
+        if self.bundle_sender is None:
+            self.bundle_sender = _treesync.TreeSender(bundle)
+        sent = self.bundle_sender.send(self.channel, "bundle", delete_extra=True)
+        self.report.setdefault("bundle_sync", []).append(
+            {"step": step, "bytes": sent, "skipped": self.bundle_sender.skipped, "seconds": round(time.monotonic() - began, 3)}
+        )
 
     def _page_server(self, directory: str, parent: str | None) -> str | None:
         """With the page-server transport, ask the receiver for a page server writing into its copy of directory."""

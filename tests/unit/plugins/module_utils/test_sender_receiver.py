@@ -8,6 +8,7 @@ with their error messages.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import threading
@@ -258,6 +259,18 @@ def test_page_server_transport_removes_both_image_directories_after_commit(migra
     assert not harness.work.exists()
 
 
+def stop_and_copy_steps(harness, while_frozen) -> None:
+    """A stop-and-copy migration's steps; while_frozen changes the source bundle once the container is paused."""
+    harness.sender_steps = [
+        harness.source_state(),
+        harness.cpuinfo_dump(),
+        harness.pause(effect=while_frozen),
+        harness.dump("final", "--leave-running"),
+        harness.delete_source(),
+    ]
+    harness.receiver_steps = [harness.destination_state(), harness.cpuinfo_check(), harness.restore()]
+
+
 def test_bundle_copy_reproduces_the_tree_and_sends_the_frozen_delta(migration):
     harness = migration(bundle_sync="copy")
     rootfs = harness.source_bundle / "rootfs"
@@ -267,14 +280,7 @@ def test_bundle_copy_reproduces_the_tree_and_sends_the_frozen_delta(migration):
         (rootfs / "new.txt").write_text("written just before the freeze\n")
         (rootfs / "entry").unlink()
 
-    harness.sender_steps = [
-        harness.source_state(),
-        harness.cpuinfo_dump(),
-        harness.pause(effect=change_while_frozen),
-        harness.dump("final", "--leave-running"),
-        harness.delete_source(),
-    ]
-    harness.receiver_steps = [harness.destination_state(), harness.cpuinfo_check(), harness.restore()]
+    stop_and_copy_steps(harness, change_while_frozen)
     before = list_tree(str(harness.source_bundle))
 
     outcome = harness.run()
@@ -290,6 +296,27 @@ def test_bundle_copy_reproduces_the_tree_and_sends_the_frozen_delta(migration):
     ]
     assert request_types(outcome.receiver) == ["prepare", "bundle", "bundle", "restore"]
     assert outcome.receiver["outcome"] == "committed"
+
+
+def test_bundle_copy_resends_in_the_frozen_pass_a_file_rewritten_with_the_same_size_and_mtime(migration):
+    """One TreeSender serves both passes, so the frozen pass sees the rewrite (a new ctime), not size and mtime."""
+    harness = migration(bundle_sync="copy")
+    data = harness.source_bundle / "rootfs" / "data.txt"
+    listed = data.stat()
+
+    def rewrite_while_frozen() -> None:
+        data.write_text("count=2\n")
+        os.utime(data, ns=(listed.st_atime_ns, listed.st_mtime_ns))
+
+    stop_and_copy_steps(harness, rewrite_while_frozen)
+
+    outcome = harness.run()
+
+    assert outcome.error is None
+    assert data.stat().st_size == listed.st_size
+    assert (harness.destination_bundle / "rootfs" / "data.txt").read_text() == "count=2\n"
+    frozen = outcome.report["bundle_sync"][1]
+    assert (frozen["step"], frozen["bytes"], frozen["skipped"]) == ("bundle update (frozen)", len("count=2\n"), [])
 
 
 @pytest.mark.parametrize("keep_images", [False, True])
