@@ -8,7 +8,7 @@ name: migration_report
 short_description: Build a live migration's report from the sender's, receiver's and controller's views
 version_added: 1.0.0
 description:
-  - Joins the report of M(ferry.runc.migration_sender), the result of M(ferry.runc.migration_receiver) and the times
+  - Joins the sender agent's report, the receiver agent's result (both from M(ferry.runc.migration_status)) and the times
     the controller saw into one report - strategy and why, each pre-dump round, the frozen time, the downtime, the
     restore time, the bytes moved and the total time, split so that the parts add up to the totals.
   - Adds C(summary), the same as a few readable lines.
@@ -21,7 +21,7 @@ options:
     type: dict
     required: true
   sender:
-    description: The RV(ferry.runc.migration_sender#module:report) of the sender.
+    description: The sender's RV(ferry.runc.migration_status#module:result).
     type: dict
     required: true
   receiver:
@@ -32,12 +32,18 @@ options:
     description: Epoch seconds on the controller - C(started), C(sender_started), C(sender_ended), C(ended).
     type: dict
     required: true
+  settled:
+    description:
+      - When the controller had to settle the migration, the P(ferry.runc.migration_resolution#filter) decision it
+        carried out; its C(outcome) is then the report's.
+    type: dict
+    default: {}
 """
 
 EXAMPLES = r"""
 - name: Build the report
   ansible.builtin.set_fact:
-    report: "{{ plan | ferry.runc.migration_report(sender.report, receiver, times) }}"
+    report: "{{ plan | ferry.runc.migration_report(sender.result, receiver.result, times) }}"
 """
 
 RETURN = r"""
@@ -49,8 +55,8 @@ _value:
 from ansible_collections.ferry.runc.plugins.module_utils._report import build, summary
 
 
-def migration_report(plan, sender, receiver, controller):
-    report = build(plan, sender, receiver, controller)
+def migration_report(plan, sender, receiver, controller, settled=None):
+    report = build(plan, sender, receiver, controller, settled or {})
     report["summary"] = summary(report)
     return report
 

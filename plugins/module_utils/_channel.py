@@ -20,39 +20,43 @@ import struct
 import time
 from typing import Any
 
+from ansible_collections.ferry.runc.plugins.module_utils._errors import QUOTED_LOG_LINES, FerryError
+
 MAC_SIZE = 32
 AUTH_MAC_SIZE = 64
 # With shared storage the sender leaves this file in the image directory; the receiver must read the same token.
 SHARE_TOKEN = ".ferry-share-token"
 MAX_FRAME = 8 * 1024 * 1024
 HEADER = struct.Struct("!I")
-# A peer that vanishes (host down, link cut) is noticed after about KEEPALIVE_IDLE + KEEPALIVE_INTERVAL * KEEPALIVE_COUNT s
-# when the connection is idle, and after UNACKED_TIMEOUT_MS when data sent to it stays unacknowledged (keepalive
-# probes do not run then, and TCP's own retries would take about 15 minutes).
-KEEPALIVE_IDLE = 5
-KEEPALIVE_INTERVAL = 3
-KEEPALIVE_COUNT = 5
-UNACKED_TIMEOUT_MS = (KEEPALIVE_IDLE + KEEPALIVE_INTERVAL * KEEPALIVE_COUNT) * 1000
+# A peer that vanishes (host down, link cut) is noticed after about LINK_TIMEOUT s: by TCP keep-alive when the
+# connection is idle (a quarter of it idle, then six probes an eighth apart), by TCP_USER_TIMEOUT when data sent to it
+# stays unacknowledged (keep-alive probes do not run then, and TCP's own retries would take about 15 minutes). A
+# shorter outage (a link flap) only delays the frames.
+LINK_TIMEOUT = 20
+KEEPALIVE_PROBES = 6
 CHALLENGE_TIMEOUT = 5
 
 
-class ChannelError(Exception):
+class ChannelError(FerryError):
     """The peer misbehaved, went away or could not be reached."""
 
 
 class PeerFailed(ChannelError):
-    """The peer answered a request with 'failed'; log holds the lines of CRIU's log it quoted."""
+    """The peer answered a request with 'failed': its message (which names its host and step) and the lines of CRIU's
+    log it quoted."""
 
     def __init__(self, message: str, log: list[str]) -> None:
-        super().__init__(message)
-        self.log = log
+        super().__init__(message, log=log)
+
+    def message(self) -> str:
+        return self.cause + (". CRIU log: " + " | ".join(self.log[-QUOTED_LOG_LINES:]) if self.log else "")
 
 
 class Channel:
     """An authenticated, ordered stream of messages over a connected socket."""
 
-    def __init__(self, sock: socket.socket, secret: str, role: str, session: str) -> None:
-        _keepalive(sock)
+    def __init__(self, sock: socket.socket, secret: str, role: str, session: str, link_timeout: float = LINK_TIMEOUT) -> None:
+        _keepalive(sock, link_timeout)
         self._sock = sock
         # Both sides' nonces make the key new for every connection: frames of another session do not verify.
         self._key = hashlib.sha256(f"ferry.runc channel|{session}|{secret}".encode()).digest()
@@ -62,6 +66,10 @@ class Channel:
         self._received = 0
         self.bytes_sent = 0
         self.bytes_received = 0
+
+    @property
+    def peer_role(self) -> str:
+        return self._peer_role
 
     def _mac(self, direction: str, seq: int, payload: bytes) -> bytes:
         return hmac.new(self._key, f"{direction}|{seq}|".encode() + payload, hashlib.sha256).digest()
@@ -101,7 +109,7 @@ class Channel:
             raise ChannelError(f"the {self._peer_role} sent a malformed message") from exc
         if expected and message.get("type") not in expected:
             if message.get("type") == "failed":
-                raise PeerFailed(f"the {self._peer_role} failed: {message.get('error')}", message.get("log") or [])
+                raise PeerFailed(str(message.get("error")), message.get("log") or [])
             raise ChannelError(f"expected {' or '.join(expected)} from the {self._peer_role}, got {message.get('type')}")
         return message
 
@@ -135,19 +143,19 @@ class Channel:
         return b"".join(chunks)
 
 
-def _keepalive(sock: socket.socket) -> None:
+def _keepalive(sock: socket.socket, link_timeout: float) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, UNACKED_TIMEOUT_MS)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, int(link_timeout / 4)))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, int(link_timeout / 8)))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(link_timeout * 1000))
 
 
 def _auth_mac(secret: str, nonce: str) -> str:
     return hmac.new(secret.encode(), ("ferry.runc auth|" + nonce).encode(), hashlib.sha256).hexdigest()
 
 
-def accept(listener: socket.socket, secret: str, timeout: float) -> Channel:
+def accept(listener: socket.socket, secret: str, timeout: float, link_timeout: float = LINK_TIMEOUT) -> Channel:
     """Wait for the sender; connections that fail the challenge are dropped and waiting goes on."""
     deadline = time.monotonic() + timeout
     while True:
@@ -172,31 +180,29 @@ def accept(listener: socket.socket, secret: str, timeout: float) -> Channel:
         mac, sender_nonce = answer[:AUTH_MAC_SIZE], answer[AUTH_MAC_SIZE:].decode(errors="replace")
         if hmac.compare_digest(mac, _auth_mac(secret, nonce).encode()):
             sock.settimeout(None)
-            channel = Channel(sock, secret, "receiver", nonce + sender_nonce)
+            channel = Channel(sock, secret, "receiver", nonce + sender_nonce, link_timeout)
             channel.send("welcome")
             return channel
         sock.close()
 
 
-def connect(address: str, port: int, secret: str, timeout: float) -> Channel:
-    """Connect to the receiver, retrying until it listens or the timeout passes, and authenticate."""
+def connect(address: str, port: int, secret: str, timeout: float, link_timeout: float = LINK_TIMEOUT) -> Channel:
+    """Connect to the receiver, retrying until it listens (and sends its challenge) or the timeout passes, and
+    authenticate. A connection closed before the challenge (a receiver not listening yet behind a proxy or NAT that
+    accepted for it) is retried; one closed after the answer is a wrong secret."""
     deadline = time.monotonic() + timeout
     while True:
-        try:
-            sock = socket.create_connection((address, port), timeout=10)
+        sock, nonce = _reach(address, port)
+        if nonce is not None:
             break
-        except OSError as exc:
-            if time.monotonic() >= deadline:
-                raise ChannelError(f"cannot reach the receiver at {address}:{port}: {exc}") from exc
-            time.sleep(0.5)
-    # Each frame goes out in one write; without this, a short frame after another waits for a delayed ACK (40 ms).
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if time.monotonic() >= deadline:
+            raise ChannelError(f"cannot reach the receiver at {address}:{port} within {timeout:.0f} s")
+        time.sleep(0.5)
     try:
-        nonce = _read_plain(sock).decode()
         sender_nonce = os.urandom(16).hex()
         answer = _auth_mac(secret, nonce).encode() + sender_nonce.encode()
         sock.sendall(HEADER.pack(len(answer)) + answer)
-        channel = Channel(sock, secret, "sender", nonce + sender_nonce)
+        channel = Channel(sock, secret, "sender", nonce + sender_nonce, link_timeout)
         channel.recv("welcome")
     except (OSError, ChannelError) as exc:
         sock.close()
@@ -205,6 +211,21 @@ def connect(address: str, port: int, secret: str, timeout: float) -> Channel:
         ) from exc
     sock.settimeout(None)
     return channel
+
+
+def _reach(address: str, port: int) -> tuple[socket.socket | None, str | None]:
+    """A connection and the receiver's challenge, or (None, None) when there is no receiver to answer yet."""
+    try:
+        sock = socket.create_connection((address, port), timeout=10)
+    except OSError:
+        return None, None
+    # Each frame goes out in one write; without this, a short frame after another waits for a delayed ACK (40 ms).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        return sock, _read_plain(sock).decode()
+    except (OSError, ChannelError):
+        sock.close()
+        return None, None
 
 
 def _read_plain(sock: socket.socket) -> bytes:

@@ -6,11 +6,16 @@ CRIU processes of a restore and the mounts a killed CRIU leaves behind."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any, Callable, Mapping
+
+from ansible_collections.ferry.runc.plugins.module_utils._commands import alive, own_identity
+from ansible_collections.ferry.runc.plugins.module_utils._errors import CommandError
 
 # `criu check --feature NAME` probes, by the name this collection reports them under.
 FEATURE_PROBES = {
@@ -26,31 +31,32 @@ LOG_CONTEXT_LINES = 1
 LOG_EXCERPT_LINES = 20
 
 
-def criu_version(module, criu_path: str) -> str:
+def criu_version(runner, criu_path: str) -> str:
     """Return CRIU's version ("3.17.1") from `criu --version`."""
-    output = _run(module, [criu_path, "--version"], "reading the CRIU version")
-    match = re.search(r"^Version:\s*(\S+)", output, re.MULTILINE)
-    if not match:
-        module.fail_json(msg=f"reading the CRIU version failed: unexpected output of {criu_path} --version: {output!r}")
+    step = "reading the CRIU version"
+    rc, out, err = runner.run_command([criu_path, "--version"], check_rc=False)
+    match = re.search(r"^Version:\s*(\S+)", out, re.MULTILINE)
+    if rc != 0 or not match:
+        raise CommandError(f"{criu_path} --version exited with {rc}: {(err or out).strip()}", step=step)
     return match.group(1)
 
 
-def criu_check(module, criu_path: str) -> dict:
+def criu_check(runner, criu_path: str) -> dict:
     """Run `criu check` and return whether it passed and what it said."""
-    rc, out, err = module.run_command([criu_path, "check"], check_rc=False)
+    rc, out, err = runner.run_command([criu_path, "check"], check_rc=False)
     return {"passed": rc == 0, "output": (out + err).strip()}
 
 
-def feature_supported(module, criu_path: str, feature: str) -> bool:
+def feature_supported(runner, criu_path: str, feature: str) -> bool:
     """Whether `criu check --feature FEATURE` reports the feature as supported."""
-    rc, _out, _err = module.run_command([criu_path, "check", "--feature", feature], check_rc=False)
+    rc, _out, _err = runner.run_command([criu_path, "check", "--feature", feature], check_rc=False)
     return rc == 0
 
 
-def probe_features(module, criu_path: str) -> dict[str, bool]:
+def probe_features(runner, criu_path: str) -> dict[str, bool]:
     """Return every probe of FEATURE_PROBES, plus network_lock_iptables (CRIU's default network lock)."""
-    features = {name: feature_supported(module, criu_path, feature) for name, feature in FEATURE_PROBES.items()}
-    features["network_lock_iptables"] = module.get_bin_path("iptables-restore") is not None
+    features = {name: feature_supported(runner, criu_path, feature) for name, feature in FEATURE_PROBES.items()}
+    features["network_lock_iptables"] = runner.get_bin_path("iptables-restore") is not None
     return features
 
 
@@ -104,20 +110,11 @@ def _unescape_mount_point(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda match: chr(int(match.group(1), 8)), field)
 
 
-def _run(module, argv: list[str], step: str) -> str:
-    rc, out, err = module.run_command(argv, check_rc=False)
-    if rc != 0:
-        module.fail_json(msg=f"{step} failed: {' '.join(argv)} exited with {rc}: {(err or out).strip()}")
-    return out
-
-
 # TLS for CRIU's page stream
 
 
-RUNC_CONFIG = "/etc/criu/runc.conf"
-RUNC_CONFIG_MARKER = "# ferry.runc: TLS of a running migration; removed when it ends"
 TLS_OPTIONS = ("tls_cacert", "tls_cert", "tls_key")
-# A tmpfs: a key that a killed module could not remove is gone at the next boot.
+# A tmpfs: a key that a killed agent could not remove is gone at the next boot.
 TLS_FILES_PARENT = "/run"
 
 
@@ -147,13 +144,117 @@ def tls_args(paths: dict[str, str]) -> list[str]:
     return ["--tls", "--tls-cacert", paths["tls_cacert"], "--tls-cert", paths["tls_cert"], "--tls-key", paths["tls_key"]]
 
 
-def runc_config_with_tls(current: str, paths: dict[str, str]) -> str:
-    """runc passes no TLS options to CRIU: they go into runc's CRIU configuration file, after what is there already
-    (less any TLS section an interrupted migration left behind)."""
-    kept = runc_config_without_tls(current)
-    lines = [RUNC_CONFIG_MARKER, "tls", f"tls-cacert {paths['tls_cacert']}", f"tls-cert {paths['tls_cert']}", f"tls-key {paths['tls_key']}"]
-    return kept + ("\n" if kept and not kept.endswith("\n") else "") + "\n".join(lines) + "\n"
+def tls_config_lines(paths: dict[str, str]) -> list[str]:
+    """The same for the CRIU that runc starts: runc passes no TLS options, CRIU reads them from runc's config file."""
+    return ["tls", f"tls-cacert {paths['tls_cacert']}", f"tls-cert {paths['tls_cert']}", f"tls-key {paths['tls_key']}"]
 
 
-def runc_config_without_tls(current: str) -> str:
-    return current.split(RUNC_CONFIG_MARKER, 1)[0]
+# runc's CRIU configuration file (runc 1.1 hands it to every CRIU it starts, which reads it after runc's own options)
+
+RUNC_CONFIG = "/etc/criu/runc.conf"
+RUNC_CONFIG_LOCK = "/run/ferry-runc/criu-config.lock"
+# Restored tasks stay stopped (SIGSTOP before their first instruction) until the receiver lets them run: the hold.
+HOLD_LINES = ("leave-stopped",)
+SECTION_BEGIN = "# ferry.runc {name} (owner {pid} {start}): begin; removed when that migration's agent ends"
+SECTION_BEGIN_PATTERN = re.compile(r"^# ferry\.runc (?P<name>.+) \(owner (?P<pid>\d+) (?P<start>\d+|None)\): begin;")
+SECTION_END = "# ferry.runc {name}: end"
+
+
+def config_with_section(current: str, name: str, lines: Iterable[str], owner: Mapping[str, Any]) -> str:
+    """current with the named section (replacing one of that name an interrupted run left), after everything else."""
+    kept = config_without_sections(current, lambda found, _owner: found == name)
+    section = [SECTION_BEGIN.format(name=name, pid=owner["pid"], start=owner["start_time"]), *lines, SECTION_END.format(name=name)]
+    return kept + ("\n" if kept and not kept.endswith("\n") else "") + "\n".join(section) + "\n"
+
+
+def config_without_sections(current: str, drop: Callable[[str, dict], bool]) -> str:
+    """current without the sections for which drop(name, owner) is true."""
+    kept, dropping_until = [], None
+    for line in current.splitlines(keepends=True):
+        text = line.rstrip("\n")
+        begin = SECTION_BEGIN_PATTERN.match(text)
+        if dropping_until is None and begin:
+            owner = {"pid": int(begin["pid"]), "start_time": None if begin["start"] == "None" else int(begin["start"])}
+            if drop(begin["name"], owner):
+                dropping_until = SECTION_END.format(name=begin["name"])
+                continue
+        if dropping_until is not None:
+            if text == dropping_until:
+                dropping_until = None
+            continue
+        kept.append(line)
+    return "".join(kept)
+
+
+def foreign_config_problems() -> list[str]:
+    """What in runc's CRIU configuration, outside this collection's sections, would break a migration: leave-stopped
+    makes every final dump leave the tasks stopped, which a rollback's resume does not undo."""
+    try:
+        with open(RUNC_CONFIG, encoding="utf-8") as handle:
+            foreign = config_without_sections(handle.read(), lambda _name, _owner: True)
+    except FileNotFoundError:
+        return []
+    if any(line.split()[:1] == ["leave-stopped"] for line in foreign.splitlines()):
+        return [f"{RUNC_CONFIG} sets leave-stopped, which would leave the container stopped after every dump; remove it"]
+    return []
+
+
+@contextlib.contextmanager
+def config_lock(exclusive: bool) -> Iterator[None]:
+    """Hold the host's lock on runc's CRIU configuration: exclusive to change it or while a hold section is in it
+    (another migration's final dump must not read leave-stopped), shared for a final dump."""
+    os.makedirs(os.path.dirname(RUNC_CONFIG_LOCK), mode=0o700, exist_ok=True)
+    descriptor = os.open(RUNC_CONFIG_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(descriptor)
+
+
+def set_config_section(name: str, lines: Iterable[str] | None, owner: Mapping[str, Any]) -> None:
+    """Add (lines) or take out (None) this collection's named section of runc's CRIU configuration file, keeping what
+    others put there and dropping the sections of agents that died (a stale leave-stopped would hold every later
+    restore, and stop every later dump's tasks); the caller holds config_lock(exclusive=True)."""
+    try:
+        with open(RUNC_CONFIG, encoding="utf-8") as handle:
+            current = handle.read()
+    except FileNotFoundError:
+        current = ""
+    wanted = config_without_sections(current, lambda found, found_owner: found == name or not alive(found_owner))
+    if lines is not None:
+        wanted = config_with_section(wanted, name, lines, owner)
+    if wanted == current:
+        return
+    if not wanted:
+        os.unlink(RUNC_CONFIG)
+        return
+    os.makedirs(os.path.dirname(RUNC_CONFIG), mode=0o755, exist_ok=True)
+    with open(RUNC_CONFIG + ".ferry-tmp", "w", encoding="utf-8") as handle:
+        handle.write(wanted)
+    os.replace(RUNC_CONFIG + ".ferry-tmp", RUNC_CONFIG)
+
+
+@contextlib.contextmanager
+def added_config_section(name: str, lines: Iterable[str]) -> Iterator[None]:
+    """runc's CRIUs read this section while the block runs (the lock is taken only to change the file)."""
+    owner = own_identity()
+    with config_lock(exclusive=True):
+        set_config_section(name, lines, owner)
+    try:
+        yield
+    finally:
+        with config_lock(exclusive=True):
+            set_config_section(name, None, owner)
+
+
+@contextlib.contextmanager
+def exclusive_config_section(name: str, lines: Iterable[str]) -> Iterator[None]:
+    """The same, and no other migration's CRIU on this host starts a dump or restore while the block runs."""
+    owner = own_identity()
+    with config_lock(exclusive=True):
+        set_config_section(name, lines, owner)
+        try:
+            yield
+        finally:
+            set_config_section(name, None, owner)

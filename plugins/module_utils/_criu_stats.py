@@ -62,6 +62,23 @@ def read_restore_stats(path: str) -> dict[str, int]:
     return _read_stats(path, STATS_ENTRY_RESTORE, RESTORE_STATS_FIELDS)
 
 
+def dump_stats_or_none(path: str) -> dict[str, int] | None:
+    """The dump statistics, or None when CRIU wrote none or a short file (it ignores write errors of its stats file):
+    statistics describe a dump, they never decide a migration's outcome."""
+    return _stats_or_none(read_dump_stats, path)
+
+
+def restore_stats_or_none(path: str) -> dict[str, int] | None:
+    return _stats_or_none(read_restore_stats, path)
+
+
+def _stats_or_none(reader, path: str) -> dict[str, int] | None:
+    try:
+        return reader(path)
+    except (OSError, StatsFormatError):
+        return None
+
+
 def _read_stats(path: str, entry_field: int, names: dict[int, str]) -> dict[str, int]:
     with open(path, "rb") as stats_file:
         data = stats_file.read()

@@ -12,6 +12,8 @@ import re
 import tempfile
 import typing as t
 
+from ansible_collections.ferry.runc.plugins.module_utils._errors import FerryError
+
 EXPORTS_FILE = "/etc/exports"
 EXPORTS_DIR = "/etc/exports.d"
 MANAGED_HEADER = "# Managed by ferry.runc.nfs_export: edits here are overwritten; other exports live in other files."
@@ -49,8 +51,8 @@ WILDCARDS = frozenset("*?[]")
 MAX_ID = 2 ** 32 - 2
 
 
-class ExportsError(Exception):
-    """A bad parameter or an unreadable exports file: the message is ready for the user."""
+class ExportsError(FerryError):
+    """A bad parameter, an unreadable exports file or a failed exportfs."""
 
 
 class Client(t.NamedTuple):
@@ -475,15 +477,6 @@ def make_directory(path: str) -> None:
 def diff_of(file_path: str, plan: Plan) -> dict[str, str]:
     """The before/after text of the managed file, as Ansible's diff mode shows it."""
     return {"before": plan.before, "after": plan.after, "before_header": file_path, "after_header": file_path}
-
-
-def run_module(module: t.Any) -> None:
-    """Bring one export to the asked state and exit the module with the outcome."""
-    try:
-        result = apply(module, module.params)
-    except ExportsError as error:
-        module.fail_json(msg=str(error))
-    module.exit_json(**result)
 
 
 def apply(module: t.Any, params: dict[str, t.Any]) -> dict[str, t.Any]:

@@ -13,12 +13,14 @@ def _sum(items: Any, key: str) -> float:
     return sum(item.get(key, 0) or 0 for item in items)
 
 
-def build(plan: Mapping[str, Any], sender: Mapping[str, Any], receiver: Mapping[str, Any], controller: Mapping[str, float]) -> dict[str, Any]:
-    """Join the three views.
+def build(plan: Mapping[str, Any], sender: Mapping[str, Any], receiver: Mapping[str, Any], controller: Mapping[str, float],
+          settled: Mapping[str, Any]) -> dict[str, Any]:
+    """Join the views.
 
     plan: what was decided before the migration (hosts, strategy and why, transport);
-    sender: the migration_sender report; receiver: the migration_receiver result;
-    controller: epoch seconds seen by the controller: started, sender_started, sender_ended, ended.
+    sender: the sender agent's report; receiver: the receiver agent's result;
+    controller: epoch seconds seen by the controller: started, sender_started, sender_ended, ended;
+    settled: the resolution the controller carried out, or {} when the agents settled the migration themselves.
     """
     rounds = list(sender.get("rounds", []))
     final = dict(sender.get("final", {}))
@@ -49,8 +51,10 @@ def build(plan: Mapping[str, Any], sender: Mapping[str, Any], receiver: Mapping[
         "transport": plan["transport"],
         "bundle_sync": plan["bundle_sync"],
         "page_stream_tls": bool(sender.get("tls")),
-        "outcome": _outcome(sender, receiver),
-        "recovery": sender.get("recovery"),
+        "outcome": settled.get("outcome") or _outcome(sender),
+        "error": sender.get("error"),
+        "recovery": _recovery(sender, settled),
+        "phases": sender.get("phases", []),
         "pre_copy": {"rounds": rounds, "stop_reason": sender.get("stop_reason"), "seconds": round(precopy_seconds, 3)},
         "final_dump": final,
         "restore": sender.get("restore") or receiver.get("restore"),
@@ -71,12 +75,22 @@ def _phases_and_total(phases: Mapping[str, float]) -> dict[str, float]:
     return seconds
 
 
-def _outcome(sender: Mapping[str, Any], receiver: Mapping[str, Any]) -> str:
-    if sender.get("source_deleted"):
-        return "migrated"
-    if sender.get("rolled_back"):
-        return "rolled back to the source"
-    return "failed before the freeze; the source kept running" if "frozen_at" not in sender else "failed"
+OUTCOMES = {
+    "done": "migrated",
+    "rolled back": "rolled back",
+    "in doubt": "in doubt",
+    "destination copy lost after the commit": "lost after the commit",
+}
+
+
+def _outcome(sender: Mapping[str, Any]) -> str:
+    return OUTCOMES.get(sender.get("phase", ""), "failed")
+
+
+def _recovery(sender: Mapping[str, Any], settled: Mapping[str, Any]) -> str | None:
+    if not settled:
+        return sender.get("recovery")
+    return f"{sender.get('recovery') or 'the agents lost each other'}; then the controller settled it: {settled['why']}"
 
 
 def summary(report: Mapping[str, Any]) -> list[str]:

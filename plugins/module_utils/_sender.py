@@ -1,77 +1,89 @@
 # Copyright: ferry.runc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The source side of a live migration, run on the source host in one module call.
+"""The source side of a live migration (the sender agent): see _protocol for the phases and the commit point.
 
-The container is paused (cgroup freezer) before the final dump and dumped with --leave-running, so it stays
-frozen but alive on the source until the destination reports that its copy runs. Then the source copy is
-deleted. Any failure after the freeze resumes the source copy instead: no controller round trip sits in the
-frozen window, and no failure path leaves the workload running nowhere.
+The container is paused (cgroup freezer) before the final dump and dumped with --leave-running, so it stays frozen
+but whole on the source until the commit. Until then any failure resumes it; from then on nothing does.
 """
 
 from __future__ import annotations
 
 import base64
-import json
+import contextlib
 import os
+import platform
 import shutil
 import signal
 import subprocess
 import time
 from typing import Any
 
-from ansible_collections.ferry.runc.plugins.module_utils import _manifest, _strategy, _treesync
-from ansible_collections.ferry.runc.plugins.module_utils._channel import SHARE_TOKEN, Channel, ChannelError, connect
+from ansible_collections.ferry.runc.plugins.module_utils import _agent, _inspect, _manifest, _options, _strategy, _transport, _treesync
+from ansible_collections.ferry.runc.plugins.module_utils._agent import StatusFile
+from ansible_collections.ferry.runc.plugins.module_utils._channel import Channel, ChannelError, PeerFailed, connect
+from ansible_collections.ferry.runc.plugins.module_utils._commands import ProcessRunner, own_identity
 from ansible_collections.ferry.runc.plugins.module_utils._criu import (
-    RUNC_CONFIG,
+    added_config_section,
+    config_lock,
+    foreign_config_problems,
     log_excerpt,
-    runc_config_with_tls,
-    runc_config_without_tls,
+    tls_config_lines,
     tls_files,
 )
-from ansible_collections.ferry.runc.plugins.module_utils._criu_stats import read_dump_stats
+from ansible_collections.ferry.runc.plugins.module_utils._criu_stats import dump_stats_or_none
+from ansible_collections.ferry.runc.plugins.module_utils._errors import CommandError, FerryError, InputError
+from ansible_collections.ferry.runc.plugins.module_utils._protocol import (
+    SENDER_TRANSITIONS,
+    SOURCE_IS_THE_CONTAINER,
+    Abort,
+    Commit,
+    Done,
+    Finish,
+    Held,
+    LazyDone,
+    Machine,
+    Prepare,
+    Released,
+    Restore,
+    SenderPhase,
+    receive,
+    request,
+)
 from ansible_collections.ferry.runc.plugins.module_utils._runc import (
-    DEFAULT_ROOT,
     DUMP_LOG,
+    DUMP_STATS,
     LAZY_RUNC_LOG,
-    read_status,
-    spawn_detached,
+    Runc,
     checkpoint_argv,
-    container_state,
+    read_status,
     runc_error,
+    spawn_detached,
 )
 
 FINAL = "final"
 CPUINFO = "cpuinfo.img"
-
-
-class MigrationFailed(Exception):
-    """A step failed; carries what the report needs to say about it."""
-
-    def __init__(self, step: str, cause: str, log: list[str] | None = None) -> None:
-        super().__init__(f"{step}: {cause}")
-        self.step = step
-        self.cause = cause
-        self.log = log or []
+# Seconds a lazy dump may take to end after the receiver reported every page arrived.
+LAZY_DUMP_EXIT_WAIT = 60
 
 
 class Sender:
-    def __init__(self, module: Any, params: dict[str, Any], runc_path: str) -> None:
-        self.module = module
+    def __init__(self, runner: Any, params: dict[str, Any], status: StatusFile) -> None:
+        self.runner = runner
         self.params = params
-        self.runc_path = runc_path
+        self.status = status
         self.container = params["container"]
-        self.root = params["root"] or DEFAULT_ROOT
         self.image_dir = params["image_dir"]
+        self.runc = Runc(runner, params["runc_path"], params["root"])
+        self.transport = _transport.make(params["transport"])
+        self.machine = Machine(SenderPhase.PREPARING, SENDER_TRANSITIONS, self._record_phase)
         self.channel: Channel | None = None
         self.frozen_at: float | None = None
         self.last_round: str | None = None
-        self.lazy_process: subprocess.Popen | None = None
+        self.lazy_dump: subprocess.Popen | None = None
         self.created_image_dir = False
-        self.restore_requested = False
-        self.bundle_sender: _treesync.TreeSender | None = None
         self.tls_paths: dict[str, str] = {}
-        self.criu_path = params["criu_path"] or module.get_bin_path("criu", required=True)
-        self.step = "preflight"
+        self.bundle_sender: _treesync.TreeSender | None = None
+        self.started = time.monotonic()
         self.report: dict[str, Any] = {
             "container": self.container,
             "strategy": params["strategy"],
@@ -80,157 +92,107 @@ class Sender:
             "stop_reason": None,
             "rolled_back": False,
             "source_deleted": False,
+            "tls": bool(params.get("tls_cert")),
         }
-        self.started = time.monotonic()
 
-    # -- commands ---------------------------------------------------------------------------------------
-
-    def runc(self, step: str, *args: str) -> None:
-        rc, out, err = self.module.run_command([self.runc_path, "--root", self.root] + list(args), check_rc=False)
-        if rc != 0:
-            raise MigrationFailed(step, runc_error(err or out) or f"runc exited with {rc}")
-
-    def checkpoint(self, step: str, directory: str, **options: Any) -> dict[str, Any]:
-        """Run one runc checkpoint (pre-dump or final) into image_dir/directory; returns CRIU's stats and timing."""
-        path = os.path.join(self.image_dir, directory)
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        argv = checkpoint_argv(self.runc_path, self._checkpoint_params(path, **options))
-        began = time.monotonic()
-        rc, out, err = self.module.run_command(argv, check_rc=False)
-        seconds = time.monotonic() - began
-        if rc != 0:
-            # runc names CRIU's log dump.log for pre-dumps too.
-            raise MigrationFailed(step, runc_error(err or out), log_excerpt(os.path.join(path, DUMP_LOG)))
-        stats = read_dump_stats(os.path.join(path, "stats-dump"))
-        return dict(stats, seconds=round(seconds, 3))
-
-    def _checkpoint_params(self, path: str, **options: Any) -> dict[str, Any]:
-        params = {
-            "container_id": self.container,
-            "image_path": path,
-            "work_path": path,
-            "root": self.root,
-            "criu_path": self.params["criu_path"],
-        }
-        params.update({key: self.params[key] for key in CHECKPOINT_PASSTHROUGH})
-        params.update(options)
-        return params
-
-    # -- phases -----------------------------------------------------------------------------------------
+    # -- the migration, step by step ---------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        with tls_files(self.params) as self.tls_paths:
-            return self._migrate()
-
-    def _migrate(self) -> dict[str, Any]:
-        state = container_state(self.module, self.runc_path, self.root, self.container)
-        if state is None or state.get("status") != "running":
-            status = "absent" if state is None else state.get("status")
-            raise MigrationFailed("preflight", f"container {self.container} is {status} on the source, not running")
-        self.report["bundle"] = state["bundle"]
-        self._set_tls(enabled=True)
+        """Migrate; any failure on the way ends in the recovery its phase calls for, and the report says which."""
         try:
-            self.step = "prepare the source"
-            share_token = self._prepare_image_dir()
-            self.step = "connect to the receiver"
-            self.channel = self._connect()
-            self.step = "prepare the receiver"
-            self._request_prepare(state["bundle"], share_token)
-            if self.params["bundle_sync"] == "copy":
-                self.step = "copy the bundle"
-                self._sync_bundle("bundle copy", state["bundle"])
-            if self.params["strategy"] == "pre-copy":
-                self.step = "pre-copy"
-                self._precopy()
-            self.step = "freeze"
-            self._freeze()
-            self.step = "final dump and hand-over"
-            if self.params["strategy"] == "post-copy":
-                self._final_lazy(state["bundle"])
-            else:
-                self._final(state["bundle"])
-            self.step = "finish"
-            self._finish()
-        except (MigrationFailed, ChannelError, OSError) as exc:
+            with tls_files(self.params) as self.tls_paths, self._tls_section():
+                self._migrate()
+        except BaseException as exc:  # pylint: disable=broad-except  # every failure, of any type, runs the recovery
             self._recover(exc)
-            if self.step in ("prepare the source", "connect to the receiver", "prepare the receiver"):
-                self._remove_image_dir()
-            raise
         finally:
-            self._set_tls(enabled=False)
             if self.channel:
                 self.report["channel_bytes"] = self.channel.bytes_sent + self.channel.bytes_received
                 self.channel.close()
+            self.report["phase"] = self.machine.phase.value
+            self.report["phases"] = self.machine.history
             self.report["total_seconds"] = round(time.monotonic() - self.started, 3)
         return self.report
 
-    def _set_tls(self, enabled: bool) -> None:
-        """Give (or take back) runc's CRIU the migration's TLS certificate, when the caller provides one."""
-        if not self.tls_paths:
-            return
-        try:
-            with open(RUNC_CONFIG) as handle:
-                current = handle.read()
-        except FileNotFoundError:
-            current = ""
-        wanted = runc_config_with_tls(current, self.tls_paths) if enabled else runc_config_without_tls(current)
-        if wanted == current:
-            return
-        if wanted:
-            os.makedirs(os.path.dirname(RUNC_CONFIG), mode=0o755, exist_ok=True)
-            with open(RUNC_CONFIG + ".ferry-tmp", "w") as handle:
-                handle.write(wanted)
-            os.replace(RUNC_CONFIG + ".ferry-tmp", RUNC_CONFIG)
+    def _migrate(self) -> None:
+        bundle = self._check_container()
+        share_token = self._prepare_image_dir()
+        self.channel = self._connect()
+        self._prepare_receiver(bundle, share_token)
+        if self.params["bundle_sync"] == "copy":
+            self.machine.to(SenderPhase.COPYING_BUNDLE)
+            self._sync_bundle("bundle copy", bundle)
+        if self.params["strategy"] == "pre-copy":
+            self.machine.to(SenderPhase.PRECOPY)
+            self._precopy()
+        self._start_guardian()
+        self.machine.to(SenderPhase.FROZEN)
+        self._freeze()
+        lazy = None
+        if self.params["strategy"] == "post-copy":
+            lazy = self._final_lazy_dump()
         else:
-            os.unlink(RUNC_CONFIG)
-        self.report["tls"] = True
+            self._final_dump()
+        self._hand_over(bundle)
+        self.machine.to(SenderPhase.RESTORE_REQUESTED)
+        held = request(self.channel, Restore(dir=FINAL, manifest=self.report["final_manifest"], lazy=lazy), Held)
+        self.report["restore"] = held.restore
+        self._commit()
+        if lazy:
+            self.machine.to(SenderPhase.TRANSFERRING)
+            self._await_pages()
+        self._finish()
 
-    def _prepare_image_dir(self) -> str:
-        """Create this migration's image directory (it must be new: everything in it is then ours to remove), dump
-        the CPU's features there for the receiver's check, and with shared storage leave a token the receiver must see."""
+    def _check_container(self) -> str:
+        state = self.runc.state(self.container)
+        if state is None or state.get("status") != "running":
+            status = "absent" if state is None else state.get("status")
+            raise InputError(f"container {self.container} is {status} on the source, not running", step="preflight")
+        problems = _inspect.migration_problems(state) + foreign_config_problems()
+        if problems:
+            raise InputError(f"container {self.container} cannot move: " + "; ".join(problems), step="preflight")
+        self.report["bundle"] = state["bundle"]
+        return state["bundle"]
+
+    def _prepare_image_dir(self) -> str | None:
+        """This migration's image directory (it must be new: everything in it is then ours to remove), with the CPU's
+        features for the receiver's check, and what the transport puts there."""
         try:
             os.makedirs(self.image_dir, mode=0o700)
         except FileExistsError as exc:
-            raise MigrationFailed("preflight", f"the image directory {self.image_dir} exists already; choose another migration id") from exc
+            raise InputError(f"the image directory {self.image_dir} exists already; choose another migration id", step="preflight") from exc
         self.created_image_dir = True
-        argv = [self.criu_path, "cpuinfo", "dump", "-D", self.image_dir]
-        rc, out, err = self.module.run_command(argv, check_rc=False)
+        argv = [self.params["criu_path"], "cpuinfo", "dump", "-D", self.image_dir]
+        rc, out, err = self.runner.run_command(argv, check_rc=False)
         if rc != 0:
-            raise MigrationFailed("preflight", f"criu cpuinfo dump failed: {(err or out).strip()}")
-        token = os.urandom(16).hex()
-        if self.params["transport"] == "shared":
-            with open(os.path.join(self.image_dir, SHARE_TOKEN), "w") as handle:
-                handle.write(token)
-        return token
-
-    def _request_prepare(self, bundle: str, share_token: str) -> None:
-        with open(os.path.join(self.image_dir, CPUINFO), "rb") as handle:
-            cpuinfo = base64.b64encode(handle.read()).decode()
-        self.channel.request(
-            "prepare",
-            container=self.container,
-            strategy=self.params["strategy"],
-            transport=self.params["transport"],
-            bundle_config_sha256=_manifest.file_sha256(os.path.join(bundle, "config.json")),
-            bundle_sync=self.params["bundle_sync"],
-            cpuinfo=cpuinfo,
-            share_token=share_token if self.params["transport"] == "shared" else None,
-        )
-
-    def _remove_image_dir(self) -> None:
-        """Before any dump, the image directory holds only this migration's scratch files."""
-        if self.created_image_dir:
-            shutil.rmtree(self.image_dir, ignore_errors=True)
+            raise CommandError(f"criu cpuinfo dump failed: {(err or out).strip()}", step="preflight")
+        return self.transport.prepare(self.image_dir)
 
     def _connect(self) -> Channel:
         try:
-            return connect(
-                self.params["receiver_address"], self.params["receiver_port"], self.params["secret"], self.params["connect_timeout"]
-            )
+            return connect(self.params["receiver_address"], self.params["receiver_port"], self.params["secret"],
+                           self.params["connect_timeout"], self.params["link_timeout"])
         except ChannelError as exc:
-            raise MigrationFailed("connect to the receiver", str(exc)) from exc
+            raise exc.at("connect to the receiver")
+
+    def _prepare_receiver(self, bundle: str, share_token: str | None) -> None:
+        with open(os.path.join(self.image_dir, CPUINFO), "rb") as handle:
+            cpuinfo = base64.b64encode(handle.read()).decode()
+        config = _inspect.read_config(bundle)
+        request(self.channel, Prepare(
+            container=self.container,
+            strategy=self.params["strategy"],
+            transport=self.transport.name,
+            bundle_sync=self.params["bundle_sync"],
+            bundle_config_sha256=_manifest.file_sha256(os.path.join(bundle, "config.json")),
+            cpuinfo=cpuinfo,
+            share_token=share_token,
+            criu_options=_options.values(self.params),
+            bind_sources=_inspect.bind_sources(config),
+        ), Done)
 
     def _sync_bundle(self, step: str, bundle: str) -> None:
+        """The running pass, then the frozen one: one TreeSender remembers what it read, so the second resends every file
+        that changed since, however its size and mtime look."""
         began = time.monotonic()
         if self.bundle_sender is None:
             self.bundle_sender = _treesync.TreeSender(bundle)
@@ -239,216 +201,351 @@ class Sender:
             {"step": step, "bytes": sent, "skipped": self.bundle_sender.skipped, "seconds": round(time.monotonic() - began, 3)}
         )
 
-    def _page_server(self, directory: str, parent: str | None) -> str | None:
-        """With the page-server transport, ask the receiver for a page server writing into its copy of directory."""
-        if self.params["transport"] != "page-server":
-            return None
-        answer = self.channel.request("page_server", dir=directory, parent=parent)
-        return f"{answer['address']}:{answer['port']}"
-
     def _precopy(self) -> None:
         rounds = self.report["rounds"]
         parent = None
         while True:
-            directory = f"pre{len(rounds) + 1}"
+            number = len(rounds) + 1
+            directory = f"pre{number}"
+            self._progress(f"pre-dump round {number}")
             began = time.time()
-            stats = self.checkpoint(
-                f"pre-dump round {len(rounds) + 1}",
-                directory,
-                pre_dump=True,
-                parent_path=f"../{parent}" if parent else None,
-                page_server=self._page_server(directory, parent),
+            stats = self._checkpoint(
+                f"pre-dump round {number}", directory, pre_dump=True, parent_path=f"../{parent}" if parent else None,
+                page_server=self.transport.dump_target(self.channel, directory, parent),
             )
-            record = _round_record(len(rounds) + 1, began, stats)
-            if self.params["transport"] == "shared":
-                record.update(self._fetch(directory))
+            record = _round_record(number, began, stats)
+            record.update(self.transport.after_round(self.channel, os.path.join(self.image_dir, directory), directory))
             rounds.append(record)
             record["predicted_final_frozen_ms"] = round(_strategy.predict_final_frozen_ms(rounds))
-            reason = _strategy.stop_reason(
-                rounds,
-                self.params["downtime_budget_ms"],
-                self.params["max_rounds"],
-                self.params["min_rounds"],
-                self.params["min_shrink"],
-            )
+            self._progress(f"pre-dump round {number} done", pages_written=record["pages_written"],
+                           predicted_final_frozen_ms=record["predicted_final_frozen_ms"])
+            reason = _strategy.stop_reason(rounds, self.params["downtime_budget_ms"], self.params["max_rounds"],
+                                           self.params["min_rounds"], self.params["min_shrink"])
             parent = directory
             if reason:
                 self.report["stop_reason"] = reason
                 self.last_round = parent
                 return
 
-    def _fetch(self, directory: str) -> dict[str, Any]:
-        """Shared storage: the receiver reads and checks a finished pre-dump now, outside the frozen window."""
-        manifest = _manifest.write(os.path.join(self.image_dir, directory))
-        answer = self.channel.request("fetch", dir=directory, manifest=manifest)
-        return {"bytes_fetched": answer["bytes"], "fetch_seconds": answer["seconds"]}
+    def _start_guardian(self) -> None:
+        """Before anything is frozen: a process of its own that resumes the container if this one dies uncommitted."""
+        params = {key: self.params[key] for key in ("container", "image_dir", "transport", "runc_path", "root", "timeout")}
+        params["sender"] = dict(own_identity(), session=os.getsid(0))
+        self.report["guardian"] = _agent.launch(self.runner, os.path.dirname(self.status.path), "guardian", params,
+                                                self.params["launcher"])
 
     def _freeze(self) -> None:
-        self.runc("pause the container on the source", "pause", self.container)
+        self.runc.run("pause the container on the source", "pause", self.container)
         self.frozen_at = time.monotonic()
         self.report["frozen_at"] = time.time()
+        self._progress("frozen")
 
-    def _final(self, bundle: str) -> None:
+    def _final_dump(self) -> None:
         parent = self.last_round
-        stats = self.checkpoint(
-            "final dump",
-            FINAL,
-            leave_running=True,
-            parent_path=f"../{parent}" if parent else None,
-            page_server=self._page_server(FINAL, parent),
-        )
+        with config_lock(exclusive=False):
+            stats = self._checkpoint("final dump", FINAL, leave_running=True, parent_path=f"../{parent}" if parent else None,
+                                     page_server=self.transport.dump_target(self.channel, FINAL, parent))
         self.report["final"] = _round_record(0, self.report["frozen_at"], stats)
-        self._handover(bundle, lazy=None)
 
-    def _final_lazy(self, bundle: str) -> None:
-        """Post-copy: dump everything but memory; the source's CRIU then serves pages until the destination has them all."""
+    def _final_lazy_dump(self) -> dict[str, Any]:
+        """Post-copy: dump everything but memory, which the source's CRIU then serves until the destination has it all.
+        That CRIU thaws the cgroup and holds the tasks itself, so the container is paused again: if the CRIU dies
+        (or is killed) its tasks stay frozen instead of running beside the destination's copy."""
         path = os.path.join(self.image_dir, FINAL)
         os.makedirs(path, mode=0o700, exist_ok=True)
-        address = self.params["lazy_address"]
-        port = self.params["lazy_port"]
-        self.lazy_process = self._start_lazy_dump(path, f"{address}:{port}")
+        address, port = self.params["lazy_address"], self.params["lazy_port"]
+        with config_lock(exclusive=False):
+            self.lazy_dump = self._start_lazy_dump(path, f"{address}:{port}")
+        self.status.write(lazy_dump={"pgid": self.lazy_dump.pid})
+        self.runc.run("freeze the source again after its lazy dump", "pause", self.container)
         self.report["final"] = {"started_at": self.report["frozen_at"], "images_ready_seconds": round(time.monotonic() - self.frozen_at, 3)}
-        self._handover(bundle, lazy={"address": address, "port": port})
+        return {"address": address, "port": port}
 
     def _start_lazy_dump(self, path: str, page_server: str) -> subprocess.Popen:
-        argv = checkpoint_argv(
-            self.runc_path, self._checkpoint_params(path, leave_running=True, lazy_pages=True, page_server=page_server)
-        )
+        argv = checkpoint_argv(self.runc.path, self._checkpoint_params(path, leave_running=True, lazy_pages=True, page_server=page_server))
         read_end, write_end = os.pipe()
         try:
             process = spawn_detached(argv, os.path.join(path, LAZY_RUNC_LOG), write_end)
         finally:
             os.close(write_end)
         try:
-            ready = read_status(read_end, self.params["dump_timeout"])
+            ready = read_status(read_end, self.params["timeout"])
         finally:
             os.close(read_end)
         if not ready:
-            if process.poll() is None:
-                process.kill()
-            process.wait()
-            raise MigrationFailed(
-                "lazy final dump", "runc checkpoint --lazy-pages ended before its images were ready", log_excerpt(os.path.join(path, DUMP_LOG))
-            )
+            self.lazy_dump = process
+            self._stop_lazy_dump()
+            raise CommandError("runc checkpoint --lazy-pages ended before its images were ready", step="lazy final dump",
+                               log=log_excerpt(os.path.join(path, DUMP_LOG)), log_path=os.path.join(path, DUMP_LOG))
         return process
 
-    def _handover(self, bundle: str, lazy: dict[str, Any] | None) -> None:
-        """Inside the frozen window: get the images and the bundle to the receiver and have it restore at once."""
+    def _hand_over(self, bundle: str) -> None:
+        """Inside the frozen window: the final images' manifest, the images themselves (page server) and the bundle's
+        changes, so that the receiver can restore at once."""
         final_path = os.path.join(self.image_dir, FINAL)
-        manifest = _manifest.write(final_path)
-        if self.params["transport"] == "page-server":
-            began = time.monotonic()
-            sent = _treesync.send_tree(self.channel, final_path, f"images/{FINAL}", delete_extra=False)
-            self.report["final"]["images_sent_bytes"] = sent
-            self.report["final"]["images_sent_seconds"] = round(time.monotonic() - began, 3)
+        self.report["final_manifest"] = _manifest.write(final_path)
+        self.report["final"].update(self.transport.hand_over(self.channel, final_path, FINAL))
         if self.params["bundle_sync"] == "copy":
             self._sync_bundle("bundle update (frozen)", bundle)
-        self.restore_requested = True
-        answer = self.channel.request("restore", dir=FINAL, manifest=manifest, lazy=lazy)
-        self.report["restore"] = answer["restore"]
-        self.report["downtime_ms"] = round((time.monotonic() - self.frozen_at) * 1000)
-        if lazy:
-            self._await_lazy_transfer()
 
-    def _await_lazy_transfer(self) -> None:
-        self.channel.settimeout(self.params["dump_timeout"])
-        done = self.channel.recv("lazy_done")
-        self.channel.settimeout(None)
+    def _commit(self) -> None:
+        """The commit point: recorded here first (the guardian reads it), then on the shared directory, then told."""
+        self.machine.to(SenderPhase.COMMITTED)
+        self.transport.record(self.image_dir, _transport.COMMIT)
         try:
-            rc = self.lazy_process.wait(timeout=60)
+            released = request(self.channel, Commit(), Released)
+        except ChannelError as exc:
+            released = self._reach_committed_receiver(exc)
+        self.report["release_seconds"] = released.seconds
+        self.report["downtime_ms"] = round((time.monotonic() - self.frozen_at) * 1000)
+        self.machine.to(SenderPhase.RELEASED)
+        self._progress("released", downtime_ms=self.report["downtime_ms"])
+
+    def _reach_committed_receiver(self, lost: ChannelError) -> Released:
+        """Committed, but the receiver's answer is lost: tell it again on a new connection until it answers or the
+        in-doubt time runs out; the source stays frozen all along (it is no longer the container)."""
+        deadline = time.monotonic() + self.params["indoubt_timeout"]
+        while time.monotonic() < deadline:
+            try:
+                self._reconnect(deadline)
+                return request(self.channel, Commit(), Released)
+            except PeerFailed as exc:
+                raise InDoubt(f"the receiver did not confirm the commit ({lost.cause}) and then answered: {exc.cause}") from exc
+            except ChannelError:
+                continue
+        raise InDoubt(f"the receiver did not confirm the commit ({lost.cause}) and could not be reached again within"
+                      f" {self.params['indoubt_timeout']} s")
+
+    def _reconnect(self, deadline: float) -> None:
+        self.channel.close()
+        self.channel = connect(self.params["receiver_address"], self.params["receiver_port"], self.params["secret"],
+                               max(0.1, deadline - time.monotonic()), self.params["link_timeout"])
+
+    def _await_pages(self) -> None:
+        """Post-copy, after the release: wait until the destination has every page. The receiver says so; the lazy
+        dump ends once it served them all (its exit code decides when the control channel went silent)."""
+        self.channel.settimeout(self.params["timeout"])
+        try:
+            done = receive(self.channel, LazyDone)
+        except ChannelError as exc:
+            done = LazyDone(ok=False, seconds=0.0, error=f"the receiver went silent ({exc.cause})")
+            source_rc = self._lazy_dump_exit(self.params["timeout"])
+        else:
+            source_rc = self._lazy_dump_exit(LAZY_DUMP_EXIT_WAIT if done.ok else 1)
+        finally:
+            self.channel.settimeout(None)
+        self.report["lazy"] = {"ok": done.ok, "seconds": done.seconds, "source_rc": source_rc}
+        if not done.ok and source_rc != 0:
+            raise LostAfterCommit(done.error, log=done.log)
+
+    def _lazy_dump_exit(self, wait: float) -> int:
+        try:
+            return self.lazy_dump.wait(timeout=wait)
         except subprocess.TimeoutExpired:
-            rc = self._stop_lazy_dump()
-        self.report["lazy"] = dict(done, source_rc=rc)
-        if not done["ok"]:
-            raise MigrationFailed("post-copy page transfer", done["error"], done.get("log"))
+            return self._stop_lazy_dump()
 
     def _finish(self) -> None:
-        self.runc("delete the source copy", "delete", "--force", self.container)
+        self.runc.run("delete the source copy", "delete", "--force", self.container)
         self.report["source_deleted"] = True
+        self.machine.to(SenderPhase.DONE)
         self.report["completed_seconds"] = round(time.monotonic() - self.started, 3)
-        self.channel.request("commit", keep_images=self.params["keep_images"])
+        try:
+            request(self.channel, Finish(keep_images=self.params["keep_images"]), Done)
+        except ChannelError as exc:
+            self.report["finish_unconfirmed"] = f"the receiver did not confirm the end ({exc.cause}); its directories are kept"
         if not self.params["keep_images"]:
             shutil.rmtree(self.image_dir, ignore_errors=True)
             self.report["images_removed"] = True
 
-    def _recover(self, error: Exception) -> None:
-        """After a failure: tell the receiver to drop its copy, and run the container on the source again."""
-        if self.report["source_deleted"]:
-            self.report["recovery"] = "the destination runs the container; only the final commit message was lost"
-            return
-        # In post-copy only a confirmed transfer makes the destination's copy whole; until then the source's lazy
-        # dump has thawed it, so its status says nothing.
-        copy_whole = self.report.get("lazy", {}).get("ok", False) if self.lazy_process else True
-        if self.report.get("restore") and copy_whole and self.channel:
-            status = self._source_status()
-            if status != "paused":
-                # The destination's copy runs; deleting it now would leave the container running nowhere.
-                self._keep_destination_copy(status)
-                return
-        if self.channel:
-            try:
-                self.channel.request("rollback", reason=str(error))
-            except (ChannelError, OSError):
-                self.report["receiver_unreachable"] = True
+    # -- recovery ------------------------------------------------------------------------------------------------------
+
+    def _recover(self, error: BaseException) -> None:
+        """What a failure calls for depends only on the phase: before the commit the source's copy runs on (resumed,
+        or never frozen) and the receiver drops whatever it holds; after it nothing resumes the source."""
+        phase = self.machine.phase
+        self.report["failed"] = True
+        self.report["error"] = _describe(error, phase)
+        if phase in SOURCE_IS_THE_CONTAINER:
+            self._roll_back(error)
+        elif isinstance(error, LostAfterCommit):
+            self._keep_frozen_after_loss()
+        elif phase == SenderPhase.COMMITTED:
+            self.machine.to(SenderPhase.IN_DOUBT)
+            self.report["recovery"] = (
+                f"IN DOUBT: the migration was committed but the destination's release was not confirmed. The container"
+                f" is frozen on the source and held or running on the destination; run the playbook again (it releases"
+                f" the destination's copy and deletes the source's), images kept in {self.image_dir}"
+            )
+        else:
+            self._after_release(error)
+
+    def _roll_back(self, error: BaseException) -> None:
+        """The source's copy runs first (the downtime ends there), then the receiver is told to drop what it holds."""
+        restore_requested = self.machine.phase == SenderPhase.RESTORE_REQUESTED
+        if self.frozen_at is not None:
+            self.transport.record(self.image_dir, _transport.ABORT)
+        resumed = self._resume_source()
+        self.machine.to(SenderPhase.ROLLED_BACK)
+        told = self._tell_receiver(Abort(reason=str(error)), holds_a_copy=restore_requested)
+        if self.frozen_at is None and not self.report["rounds"]:
+            self._remove_image_dir_before_any_dump()
+        self.report["rolled_back"] = self.frozen_at is not None and resumed
         if self.frozen_at is None:
             self.report["recovery"] = "nothing was frozen; the container kept running on the source"
-            return
-        if self.lazy_process:
+        elif resumed:
+            self.report["recovery"] = "the container was resumed on the source from the moment it was frozen"
+        else:
+            self.report["recovery"] = (
+                f"ROLLBACK FAILED: the container is still frozen on the source with its images kept in {self.image_dir}:"
+                f" run 'runc resume {self.container}' there"
+            )
+        if not told and restore_requested:
+            self.report["recovery"] += (
+                "; the destination could not be told to drop the copy it may hold (held, it never ran): run the"
+                " playbook again to remove it"
+            )
+
+    def _remove_image_dir_before_any_dump(self) -> None:
+        if self.created_image_dir:
+            shutil.rmtree(self.image_dir, ignore_errors=True)
+            self.created_image_dir = False
+
+    def _resume_source(self) -> bool:
+        """Run the source's copy again (a no-op when it never froze); False when it stays frozen."""
+        if self.frozen_at is None:
+            return True
+        if self.lazy_dump:
             self._stop_lazy_dump()
         try:
-            # A lazy dump's CRIU thaws the cgroup and holds the tasks itself; once it is gone they run on, unpaused.
-            if self._source_status() != "running":
-                self.runc("resume the container on the source (rollback)", "resume", self.container)
-        except MigrationFailed as exc:
-            self.report["recovery"] = (
-                f"ROLLBACK FAILED: {exc.cause}. The container is still frozen on the source with its images kept in"
-                f" {self.image_dir}: run 'runc resume {self.container}' there"
-            )
-            return
-        self.report["rolled_back"] = True
-        self.report["recovery"] = "the container was resumed on the source from the moment it was frozen"
-        if self.lazy_process and self.report.get("restore"):
-            self.report["recovery"] += (
-                "; in post-copy the destination's copy ran from its restore on, and what it did since the freeze"
-                " (its writes to shared files excepted) is lost"
-            )
-        if self.restore_requested and self.report.get("receiver_unreachable"):
-            self.report["recovery"] += (
-                "; the destination could not be told to drop its copy and may run one too:"
-                f" check it and delete one of the two (runc delete --force {self.container})"
-            )
+            if self.runc.status(self.container) == "paused":
+                self.runc.run("resume the container on the source (rollback)", "resume", self.container)
+            return self.runc.copy_status(self.container) == "running"
+        except FerryError:
+            return False
 
-    def _stop_lazy_dump(self) -> int:
-        """End the lazy dump: runc and the CRIU it started (its session), which holds the source's tasks while it
-        serves pages; killing runc alone would leave them stopped under an orphaned CRIU. The group outlives runc,
-        so it is killed even when runc has exited."""
+    def _tell_receiver(self, message: Abort, holds_a_copy: bool) -> bool:
+        """Best effort: the receiver also learns the outcome from the decision record, or from the controller. Only a
+        receiver that may hold a copy is worth reaching again over a new connection."""
+        if not self.channel:
+            return False
         try:
-            os.killpg(self.lazy_process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        return self.lazy_process.wait()
+            request(self.channel, message, Done)
+            return True
+        except (FerryError, OSError):
+            return holds_a_copy and self._tell_receiver_again(message)
 
-    def _source_status(self) -> str:
-        rc, out, err = self.module.run_command([self.runc_path, "--root", self.root, "state", self.container], check_rc=False)
-        if rc != 0:
-            return "absent" if "does not exist" in err else "unknown"
-        try:
-            return json.loads(out).get("status", "unknown")
-        except ValueError:
-            return "unknown"
+    def _tell_receiver_again(self, message: Abort) -> bool:
+        deadline = time.monotonic() + self.params["indoubt_timeout"]
+        while time.monotonic() < deadline:
+            try:
+                self._reconnect(deadline)
+                request(self.channel, message, Done)
+                return True
+            except (FerryError, OSError):
+                continue
+        return False
 
-    def _keep_destination_copy(self, status: str) -> None:
-        try:
-            self.channel.request("commit", keep_images=True)
-        except (ChannelError, OSError):
-            self.report["receiver_unreachable"] = True
+    def _keep_frozen_after_loss(self) -> None:
+        """Post-copy: the destination's copy ran and lost its memory (the receiver deletes it). The source's copy is
+        frozen at the moment of the freeze; resuming it would undo what the destination's copy did, so it waits."""
+        self._stop_lazy_dump()
+        self.machine.to(SenderPhase.LOST_AFTER_COMMIT)
         self.report["recovery"] = (
-            f"the source copy cannot be resumed (it is {status}), so the destination keeps running the container;"
-            f" the images are kept in {self.image_dir}"
+            f"the destination's copy ran from its restore on and lost the pages it still needed, so it is gone. The"
+            f" container is frozen on the source at the moment of the freeze, images kept in {self.image_dir}; to run it"
+            f" again from there (what the destination's copy did meanwhile is lost): runc resume {self.container}"
         )
 
+    def _after_release(self, error: BaseException) -> None:
+        """Released: the destination runs the container, and a failure now leaves only cleanup undone. In post-copy the
+        source's copy stays while its lazy dump may still serve pages."""
+        serving = self.lazy_dump is not None and self.lazy_dump.poll() is None
+        if not self.report["source_deleted"] and not serving and self.runc.status(self.container) == "paused":
+            try:
+                self.runc.run("delete the source copy", "delete", "--force", self.container)
+                self.report["source_deleted"] = True
+            except FerryError:
+                pass
+        if self.report["source_deleted"] and self.machine.phase != SenderPhase.DONE:
+            self.machine.to(SenderPhase.DONE)
+        self.report["recovery"] = "the destination runs the container"
+        if not self.report["source_deleted"]:
+            self.report["recovery"] += f"; the source's frozen copy is left: delete it with runc delete --force {self.container}"
 
-CHECKPOINT_PASSTHROUGH = ("tcp_established", "file_locks", "ext_unix_sk", "shell_job", "manage_cgroups_mode")
+    def _stop_lazy_dump(self) -> int:
+        """End the lazy dump: runc and its CRIU (its session); CRIU holds the tasks while it serves pages. The session
+        outlives runc, so it is killed even when runc has exited."""
+        try:
+            os.killpg(self.lazy_dump.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return self.lazy_dump.wait()
+
+    # -- helpers -------------------------------------------------------------------------------------------------------
+
+    def _checkpoint(self, step: str, directory: str, **options: Any) -> dict[str, Any]:
+        """One runc checkpoint (pre-dump or final) into image_dir/directory; returns CRIU's stats and the time it took."""
+        path = os.path.join(self.image_dir, directory)
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        argv = checkpoint_argv(self.runc.path, self._checkpoint_params(path, **options))
+        began = time.monotonic()
+        rc, out, err = self.runner.run_command(argv, check_rc=False)
+        seconds = time.monotonic() - began
+        if rc != 0:
+            # runc names CRIU's log dump.log for pre-dumps too.
+            log = os.path.join(path, DUMP_LOG)
+            raise CommandError(runc_error(err or out), step=step, log=log_excerpt(log), log_path=log)
+        stats = dump_stats_or_none(os.path.join(path, DUMP_STATS)) or {}
+        return dict(stats, seconds=round(seconds, 3))
+
+    def _checkpoint_params(self, path: str, **options: Any) -> dict[str, Any]:
+        params = {"container_id": self.container, "image_path": path, "work_path": path, "root": self.runc.root,
+                  "criu_path": self.params["criu_path"]}
+        params.update(_options.values(self.params))
+        params.update(options)
+        return params
+
+    def _tls_section(self) -> Any:
+        """runc's CRIU gets the TLS options from its configuration file, for as long as this migration runs."""
+        if not self.tls_paths:
+            return contextlib.nullcontext()
+        return added_config_section(f"{self.params['migration_id']} tls", tls_config_lines(self.tls_paths))
+
+    def _record_phase(self, phase: SenderPhase) -> None:
+        self.status.write(phase=phase.value, history=self.machine.history)
+
+    def _progress(self, step: str, **numbers: Any) -> None:
+        self.status.write(progress=dict(numbers, step=step, seconds=round(time.monotonic() - self.started, 1)))
+
+
+class InDoubt(FerryError):
+    """Committed, and the receiver's release was never confirmed."""
+
+
+class LostAfterCommit(FerryError):
+    """Post-copy: the destination's copy failed to get its memory after it ran."""
+
+
+# What the sender was doing in each phase, for an error that does not name its step itself.
+STEPS = {
+    SenderPhase.PREPARING: "preparing the migration",
+    SenderPhase.COPYING_BUNDLE: "copying the bundle",
+    SenderPhase.PRECOPY: "pre-copy",
+    SenderPhase.FROZEN: "the final dump and hand-over",
+    SenderPhase.RESTORE_REQUESTED: "waiting for the destination's restore",
+    SenderPhase.COMMITTED: "the commit",
+    SenderPhase.RELEASED: "ending the migration",
+    SenderPhase.TRANSFERRING: "the post-copy page transfer",
+}
+
+
+def _describe(error: BaseException, phase: SenderPhase) -> str:
+    step = STEPS.get(phase, phase.value)
+    if isinstance(error, PeerFailed):
+        return error.message()
+    if isinstance(error, FerryError):
+        return error.at(step).message()
+    return f"{step} failed on {platform.node()}: {type(error).__name__}: {error}"
 
 
 def _round_record(number: int, started_at: float, stats: dict[str, Any]) -> dict[str, Any]:
@@ -466,5 +563,6 @@ def _round_record(number: int, started_at: float, stats: dict[str, Any]) -> dict
     }
 
 
-def run(module: Any, params: dict[str, Any], runc_path: str) -> dict[str, Any]:
-    return Sender(module, params, runc_path).run()
+def run(params: dict[str, Any], status: StatusFile) -> dict[str, Any]:
+    """The sender agent's work (see _agent.main)."""
+    return Sender(ProcessRunner(), params, status).run()

@@ -6,36 +6,35 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: migration_receiver
-short_description: Run the destination side of a live migration of a runc container
+short_description: Start the destination side of a live migration of a runc container
 version_added: 1.0.0
 description:
-  - Listens for one M(ferry.runc.migration_sender) on the link between the hosts, authenticates it with the shared
-    O(secret), and serves its requests until the sender commits or rolls back the migration.
+  - Starts the receiver agent of a migration on this host and returns at once. The agent listens for one
+    M(ferry.runc.migration_sender) on the link between the hosts, authenticates it with the shared O(secret) and
+    serves its requests until the migration ends; await it with M(ferry.runc.migration_status).
+  - Before the source freezes anything, the agent checks that the container ID is free here, that the bundle is the
+    same, that this CPU has every feature of the source's (C(criu cpuinfo check)), that the host paths the container
+    binds exist here and, with shared storage, that it sees the source's image directory.
   - On the sender's requests it starts a CRIU page server for each dump (page-server transport), receives the
-    non-memory images and the bundle over the control channel, reads and checks each finished pre-dump from shared
-    storage while the container still runs on the source, and restores the container as soon as the final dump is
-    complete, after checking the images against the sender's checksum manifest.
-  - With post-copy it starts CRIU's lazy-pages daemon, restores at once, and reports when the last page has arrived.
-    If the transfer fails, its broken copy is deleted so the source can resume.
-  - A restored copy is only deleted on the sender's explicit rollback. If the connection is lost after a restore,
-    the copy keeps running and the result says so.
-  - Start it in the background (C(async) with C(poll=0)) before the sender, and collect its result with
-    M(ansible.builtin.async_status).
+    non-memory images and the bundle over the control channel, reads and checks each pre-dump from shared storage
+    while the container still runs on the source, and restores the final images after checking them against the
+    sender's checksum manifest.
+  - The restore is held - every restored task stops before its first instruction - until the sender commits the
+    migration; then the copy runs. If the sender rolls back instead, the held copy, which never ran, is deleted. If
+    the agents lose each other in between, the copy stays held until the decision record on shared storage, a new
+    connection from the sender or the controller (M(ferry.runc.migration_resolve)) settles it. A copy that ran is
+    deleted only when post-copy could not bring it the rest of its memory.
 author: ferry.runc contributors (@ferry-runc)
 extends_documentation_fragment:
   - ferry.runc._attributes
-  - ferry.runc._criu_tls
+  - ferry.runc._agent
 attributes:
   check_mode:
-    support: none
-    details: It only acts on the sender's requests; there is nothing to predict.
+    support: partial
+    details: Checks the request and the binaries and returns the unit it would start; starts nothing.
   diff_mode:
     support: none
 options:
-  container:
-    description: ID the container gets on this host; it must not exist here yet.
-    type: str
-    required: true
   bundle:
     description: The container's bundle on this host (shared with the source, or filled by the sender).
     type: path
@@ -64,126 +63,69 @@ options:
     description: TCP port of the CRIU page servers started for the page-server transport.
     type: int
     default: 27101
-  secret:
-    description: Secret shared with the sender.
-    type: str
-    required: true
   verify_images:
     description: Check the final images against the sender's SHA-256 manifest before restoring.
     type: bool
     default: true
-  connect_timeout:
-    description: Seconds to wait for the sender to connect.
-    type: int
-    default: 600
-  lazy_timeout:
-    description: Seconds to wait for the last page of a post-copy transfer.
-    type: int
-    default: 1800
-  tcp_established:
-    description: Restore established TCP connections (runc C(--tcp-established)).
-    type: bool
-    default: false
-  manage_cgroups_mode:
-    description: CRIU's cgroup handling (runc C(--manage-cgroups-mode)); the runc default when unset.
-    type: str
-    choices: [soft, full, strict, ignore]
-  tls_cacert:
-    description:
-      - CA certificate for TLS on CRIU's page stream (PEM text), with O(tls_cert) and O(tls_key); the page servers and the
-        lazy-pages daemon this module starts then use C(--tls). Give the sender the same three.
-    type: str
-  root:
-    description: runc's state directory (runc C(--root)); runc's default when unset.
-    type: path
-  runc_path:
-    description: Path of the runc binary; found in E(PATH) when unset.
-    type: path
-  criu_path:
-    description: Path of the criu binary; found in E(PATH) when unset.
-    type: path
 seealso:
   - module: ferry.runc.migration_sender
+  - module: ferry.runc.migration_status
   - module: ferry.runc.runc_restore
 """
 
 EXAMPLES = r"""
-- name: Wait for the source and restore web1 here
+- name: Start the receiver of web1 here
   ferry.runc.migration_receiver:
+    migration_id: web1-20261201
     container: web1
     bundle: /srv/ferry-runc/bundles/web1
-    image_dir: /srv/ferry-runc/images/web1-20261125
-    work_dir: /var/lib/ferry-runc/work/web1-20261125
+    image_dir: /srv/ferry-runc/images/web1-20261201
+    work_dir: /var/lib/ferry-runc/work/web1-20261201
     listen_address: 10.99.0.2
     secret: "{{ migration_secret }}"
-  async: 3600
-  poll: 0
-  register: receiver_job
 """
 
 RETURN = r"""
-outcome:
-  description: How the migration ended here.
+migration_id:
+  description: The migration this agent belongs to.
   returned: always
   type: str
-  sample: committed
-restore:
-  description: Restore time and CRIU's restore statistics.
-  returned: when a restore ran
-  type: dict
-requests:
-  description: Each request served, with its duration.
+unit:
+  description: The agent's systemd unit.
   returned: always
-  type: list
-  elements: dict
+  type: str
+  sample: ferry-web1-20261201-receiver.service
+status_path:
+  description: The agent's status file, which M(ferry.runc.migration_status) reads.
+  returned: always
+  type: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ferry.runc.plugins.module_utils._channel import ChannelError
-from ansible_collections.ferry.runc.plugins.module_utils._receiver import Receiver
+from ansible_collections.ferry.runc.plugins.module_utils import _agent
+from ansible_collections.ferry.runc.plugins.module_utils._errors import FerryError
 
 
 def main() -> None:
     module = AnsibleModule(
-        argument_spec={
-            "container": {"type": "str", "required": True},
-            "bundle": {"type": "path", "required": True},
-            "image_dir": {"type": "path", "required": True},
-            "work_dir": {"type": "path", "required": True},
-            "listen_address": {"type": "str", "required": True},
-            "port": {"type": "int", "default": 27100},
-            "page_server_port": {"type": "int", "default": 27101},
-            "secret": {"type": "str", "required": True, "no_log": True},
-            "verify_images": {"type": "bool", "default": True},
-            "connect_timeout": {"type": "int", "default": 600},
-            "lazy_timeout": {"type": "int", "default": 1800},
-            "tcp_established": {"type": "bool", "default": False},
-            "manage_cgroups_mode": {"type": "str", "choices": ["soft", "full", "strict", "ignore"]},
-            "tls_cacert": {"type": "str"},
-            "tls_cert": {"type": "str"},
-            "tls_key": {"type": "str", "no_log": True},
-            "root": {"type": "path"},
-            "runc_path": {"type": "path"},
-            "criu_path": {"type": "path"},
-        },
+        argument_spec=dict(
+            _agent.AGENT_ARGUMENT_SPEC,
+            bundle={"type": "path", "required": True},
+            work_dir={"type": "path", "required": True},
+            listen_address={"type": "str", "required": True},
+            port={"type": "int", "default": 27100},
+            page_server_port={"type": "int", "default": 27101},
+            verify_images={"type": "bool", "default": True},
+        ),
         required_together=[("tls_cacert", "tls_cert", "tls_key")],
-        supports_check_mode=False,
+        supports_check_mode=True,
     )
-    runc_path = module.params["runc_path"] or module.get_bin_path("runc", required=True)
-    criu_path = module.params["criu_path"] or module.get_bin_path("criu", required=True)
-    receiver = Receiver(module, module.params, runc_path, criu_path)
     try:
-        listener = receiver.listen()
-    except OSError as exc:
-        module.fail_json(msg=f"listen on {module.params['listen_address']}:{module.params['port']} failed: {exc}")
-    try:
-        result = receiver.run(listener)
-    except ChannelError as exc:
-        module.fail_json(msg=f"receiving container {module.params['container']} failed: {exc}", **receiver.result)
-    if result["outcome"] != "committed":
-        module.fail_json(msg=f"migration of {module.params['container']} did not complete here: {result['outcome']}", **result)
-    module.exit_json(changed=True, **result)
+        result = _agent.start(module, "receiver")
+    except FerryError as error:
+        module.fail_json(**error.result())
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

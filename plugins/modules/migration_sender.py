@@ -6,41 +6,43 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: migration_sender
-short_description: Run the source side of a live migration of a runc container
+short_description: Start the source side of a live migration of a runc container
 version_added: 1.0.0
 description:
-  - Connects to a M(ferry.runc.migration_receiver) on the destination and moves a running runc container there,
-    in one call on the source host, without any round trip to the Ansible controller while the container is frozen.
+  - Starts the sender agent of a migration on this host and returns at once; await it with
+    M(ferry.runc.migration_status), whose result is the migration's report. The agent connects to the
+    M(ferry.runc.migration_receiver) on the destination and moves the running container there, talking to the
+    receiver directly, with no round trip to the Ansible controller while the container is frozen.
   - With O(strategy=pre-copy) it first copies memory while the container runs, in rounds of
     C(runc checkpoint --pre-dump), each with the previous round as parent, until the convergence rule stops
     (see O(downtime_budget_ms), O(min_shrink), O(max_rounds)).
-  - It then freezes the container (C(runc pause)) and takes the final dump with C(--leave-running), so the frozen
-    container stays on the source while the receiver restores its copy. When the receiver reports that the copy
-    runs, the source copy is deleted. When anything fails after the freeze, the receiver drops its copy and the
-    source copy is resumed from the moment it was frozen; the images are kept.
-  - With O(strategy=post-copy) the final dump leaves memory on the source (C(--lazy-pages)); the destination runs
-    at once and fetches pages from the source's CRIU on demand. The source copy stays frozen until the last page
-    has arrived, so a failed transfer still resumes the source (what the destination did in the meantime is lost).
-  - The result is the migration's report, with each round, the frozen time, the bytes moved, the restore time and the
-    downtime from the freeze until the destination's copy ran, measured on the source's clock.
+  - It then freezes the container (C(runc pause)) and takes the final dump with C(--leave-running); the receiver
+    restores it held, and only then does the sender commit the migration - recorded on this host (and on the shared
+    directory with O(transport=shared)) before the receiver is told - after which the destination's copy runs and
+    the source's is deleted. Before the commit any failure resumes the source's copy from the moment it was frozen
+    and the held copy, which never ran, is deleted; after it nothing resumes the source. A guardian (a systemd unit
+    of its own) resumes the container if the sender dies before the commit. The images are kept after any failure.
+  - With O(strategy=post-copy) the final dump leaves memory on the source (C(--lazy-pages)), whose cgroup is then
+    frozen again; the destination's copy runs from the commit on and fetches pages from the source's CRIU. If it
+    cannot get them all it is deleted, and the source's copy stays frozen at the moment of the freeze (resuming it
+    would undo what the destination's copy did); the report names the command that resumes it.
+  - The report gives each round, the frozen time, the bytes moved, the restore time and the downtime from the
+    freeze until the destination's copy ran, measured on this host's clock, and every phase with its time.
 author: ferry.runc contributors (@ferry-runc)
 extends_documentation_fragment:
   - ferry.runc._attributes
-  - ferry.runc._criu_tls
+  - ferry.runc._agent
+  - ferry.runc._criu_options
 attributes:
   check_mode:
-    support: none
-    details: A migration cannot be predicted without running it; use M(ferry.runc.runc_info) to check both hosts first.
+    support: partial
+    details: Checks the request and the binaries and returns the unit it would start; starts nothing.
   diff_mode:
     support: none
 options:
-  container:
-    description: ID of the running container to migrate.
-    type: str
-    required: true
   image_dir:
     description:
-      - Directory on the source for this migration's images (C(pre1), C(pre2), ..., C(final)).
+      - Directory on this host for this migration's images (C(pre1), C(pre2), ..., C(final)).
       - It must not exist yet, so that everything in it belongs to this migration; it is created root-only (0700).
       - With O(transport=shared) the receiver sees the same directory (an NFS share), which it checks.
     type: path
@@ -52,7 +54,8 @@ options:
     required: true
   transport:
     description:
-      - V(shared) writes every image into O(image_dir), which the receiver reads through shared storage.
+      - V(shared) writes every image into O(image_dir), which the receiver reads through shared storage; the
+        directory also carries the migration's decision record.
       - V(page-server) sends memory pages straight to a CRIU page server that the receiver starts for each dump,
         and the other (small) images over the control channel; no shared storage is needed for images.
     type: str
@@ -74,10 +77,6 @@ options:
     description: TCP port of the receiver's control channel.
     type: int
     default: 27100
-  secret:
-    description: Secret shared with the receiver; authenticates every message of the control channel.
-    type: str
-    required: true
   lazy_address:
     description: Address of this host where the destination fetches pages from, with O(strategy=post-copy).
     type: str
@@ -103,200 +102,97 @@ options:
     default: 1
   keep_images:
     description:
-      - Keep the images of a successful migration; by default this module removes its image directory and the
+      - Keep the images of a successful migration; by default the sender removes its image directory and the
         receiver its own once the destination's copy runs. After a failure the images are always kept.
     type: bool
     default: false
-  connect_timeout:
-    description: Seconds to wait for the receiver to listen.
-    type: int
-    default: 120
-  dump_timeout:
-    description: Seconds to wait for the lazy dump's images and for the last page of a post-copy transfer.
-    type: int
-    default: 1800
-  tcp_established:
-    description: Checkpoint established TCP connections (runc C(--tcp-established)).
-    type: bool
-    default: false
-  file_locks:
-    description: Checkpoint file locks (runc C(--file-locks)).
-    type: bool
-    default: false
-  ext_unix_sk:
-    description: Allow external unix sockets (runc C(--ext-unix-sk)).
-    type: bool
-    default: false
-  shell_job:
-    description: Allow a shell job (runc C(--shell-job)).
-    type: bool
-    default: false
-  manage_cgroups_mode:
-    description: CRIU's cgroup handling (runc C(--manage-cgroups-mode)); the runc default when unset.
-    type: str
-    choices: [soft, full, strict, ignore]
-  tls_cacert:
-    description:
-      - CA certificate for TLS on CRIU's page stream (PEM text), with O(tls_cert) and O(tls_key); without them pages travel
-        in clear text.
-      - runc passes no TLS options to CRIU, so for the migration's duration this module adds them to runc's CRIU
-        configuration file C(/etc/criu/runc.conf) (after what is there already) and takes them out again at the end.
-      - CRIU checks the peer's certificate against the address of the page server (the receiver's, or this host's
-        with post-copy) on both ends, so one certificate whose subjectAltName holds both addresses serves both hosts.
-    type: str
-  root:
-    description: runc's state directory (runc C(--root)); runc's default when unset.
-    type: path
-  runc_path:
-    description: Path of the runc binary; found in E(PATH) when unset.
-    type: path
-  criu_path:
-    description: Path of the criu binary given to runc (runc C(--criu)); runc's default when unset.
-    type: path
 notes:
-  - Run M(ferry.runc.migration_receiver) on the destination first, in the background (C(async) with C(poll=0)).
-  - Before anything is frozen, the receiver checks that the container ID is free there, that the bundle is the same,
-    that its CPU has every feature of the source's (C(criu cpuinfo check)) and, with shared storage, that it sees
-    this host's image directory. A failure there removes the directories this migration created and changes nothing.
+  - Start M(ferry.runc.migration_receiver) on the destination first.
+  - The container must run detached with its stdio on C(/dev/null) or files in its bundle; a container whose stdio
+    is a pipe or a terminal is refused before anything is frozen (what held the other end stays here).
   - The pre-copy convergence rule, in order - keep going below O(min_rounds); stop when the predicted frozen time
     is within O(downtime_budget_ms) (the last round's frozen time plus the time to move the pages it wrote at the
     measured write rate, and with shared storage the destination's measured read rate); stop when a round did not
     write at least O(min_shrink) fewer pages than the one before; stop at O(max_rounds).
-  - With O(tcp_established), the source's connections are unlocked after the final dump while the source copy stays
-    frozen, so packets that arrive in that window are acknowledged by the source kernel; move the address only after
-    the migration.
+  - The TLS certificate and key, when given, are added to runc's CRIU configuration file C(/etc/criu/runc.conf) in a
+    section of this migration's, which is removed when the agent ends (or by the next agent, if it died).
 seealso:
   - module: ferry.runc.migration_receiver
+  - module: ferry.runc.migration_status
   - module: ferry.runc.runc_checkpoint
 """
 
 EXAMPLES = r"""
-- name: Migrate web1 with iterative pre-copy over the NFS share
+- name: Start migrating web1 with iterative pre-copy over the NFS share
   ferry.runc.migration_sender:
+    migration_id: web1-20261201
     container: web1
-    image_dir: /srv/ferry-runc/images/web1-20261125
+    image_dir: /srv/ferry-runc/images/web1-20261201
     strategy: pre-copy
     receiver_address: 10.99.0.2
     secret: "{{ migration_secret }}"
     downtime_budget_ms: 500
-  register: migration
 
-- name: Post-copy with pages served by the source, images over the control channel
-  ferry.runc.migration_sender:
+- name: Await it; the result is the migration's report
+  ferry.runc.migration_status:
+    migration_id: web1-20261201
+    side: sender
     container: web1
-    image_dir: /var/lib/ferry-runc/images/web1
-    strategy: post-copy
-    transport: page-server
-    bundle_sync: copy
-    receiver_address: 10.99.0.2
-    lazy_address: 10.99.0.1
-    secret: "{{ migration_secret }}"
+  register: sender
+  until: sender.finished
+  retries: 360
+  delay: 0
 """
 
 RETURN = r"""
-report:
-  description: What happened and where the time went.
+migration_id:
+  description: The migration this agent belongs to.
   returned: always
-  type: dict
-  contains:
-    strategy:
-      description: The strategy used.
-      type: str
-      sample: pre-copy
-    rounds:
-      description: Each pre-copy round with CRIU's counts and the measured times.
-      type: list
-      elements: dict
-      sample: [{"round": 1, "pages_written": 262144, "bytes_written": 1073741824, "seconds": 21.3, "frozen_ms": 180.2}]
-    stop_reason:
-      description: Why pre-copy stopped.
-      type: str
-      sample: "converged: predicted frozen time 420 ms is within the budget of 1000 ms"
-    final:
-      description: The final dump's counts and times.
-      type: dict
-    restore:
-      description: The receiver's restore time and CRIU's restore statistics.
-      type: dict
-    downtime_ms:
-      description: From the freeze on the source until the receiver reported its copy running.
-      type: int
-      sample: 2400
-    total_seconds:
-      description: From the start of this module to its end.
-      type: float
-    rolled_back:
-      description: Whether the container was resumed on the source after a failure.
-      type: bool
-    recovery:
-      description: After a failure, where the container runs and what was done.
-      type: str
+  type: str
+unit:
+  description: The agent's systemd unit.
+  returned: always
+  type: str
+  sample: ferry-web1-20261201-sender.service
+status_path:
+  description: The agent's status file, which M(ferry.runc.migration_status) reads.
+  returned: always
+  type: str
 """
-
-import signal
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ferry.runc.plugins.module_utils._channel import ChannelError
-from ansible_collections.ferry.runc.plugins.module_utils._sender import MigrationFailed, Sender
+from ansible_collections.ferry.runc.plugins.module_utils import _agent, _options
+from ansible_collections.ferry.runc.plugins.module_utils._errors import FerryError
 
 
 def main() -> None:
     module = AnsibleModule(
-        argument_spec={
-            "container": {"type": "str", "required": True},
-            "image_dir": {"type": "path", "required": True},
-            "strategy": {"type": "str", "required": True, "choices": ["stop-and-copy", "pre-copy", "post-copy"]},
-            "transport": {"type": "str", "default": "shared", "choices": ["shared", "page-server"]},
-            "bundle_sync": {"type": "str", "default": "shared", "choices": ["shared", "copy"]},
-            "receiver_address": {"type": "str", "required": True},
-            "receiver_port": {"type": "int", "default": 27100},
-            "secret": {"type": "str", "required": True, "no_log": True},
-            "lazy_address": {"type": "str"},
-            "lazy_port": {"type": "int", "default": 27102},
-            "downtime_budget_ms": {"type": "int", "default": 1000},
-            "min_shrink": {"type": "float", "default": 0.25},
-            "max_rounds": {"type": "int", "default": 8},
-            "min_rounds": {"type": "int", "default": 1},
-            "keep_images": {"type": "bool", "default": False},
-            "connect_timeout": {"type": "int", "default": 120},
-            "dump_timeout": {"type": "int", "default": 1800},
-            "tcp_established": {"type": "bool", "default": False},
-            "file_locks": {"type": "bool", "default": False},
-            "ext_unix_sk": {"type": "bool", "default": False},
-            "shell_job": {"type": "bool", "default": False},
-            "manage_cgroups_mode": {"type": "str", "choices": ["soft", "full", "strict", "ignore"]},
-            "tls_cacert": {"type": "str"},
-            "tls_cert": {"type": "str"},
-            "tls_key": {"type": "str", "no_log": True},
-            "root": {"type": "path"},
-            "runc_path": {"type": "path"},
-            "criu_path": {"type": "path"},
-        },
+        argument_spec=dict(
+            _agent.AGENT_ARGUMENT_SPEC,
+            **_options.argument_spec(),
+            strategy={"type": "str", "required": True, "choices": ["stop-and-copy", "pre-copy", "post-copy"]},
+            transport={"type": "str", "default": "shared", "choices": ["shared", "page-server"]},
+            bundle_sync={"type": "str", "default": "shared", "choices": ["shared", "copy"]},
+            receiver_address={"type": "str", "required": True},
+            receiver_port={"type": "int", "default": 27100},
+            lazy_address={"type": "str"},
+            lazy_port={"type": "int", "default": 27102},
+            downtime_budget_ms={"type": "int", "default": 1000},
+            min_shrink={"type": "float", "default": 0.25},
+            max_rounds={"type": "int", "default": 8},
+            min_rounds={"type": "int", "default": 1},
+            keep_images={"type": "bool", "default": False},
+        ),
         required_if=[("strategy", "post-copy", ["lazy_address"])],
         required_together=[("tls_cacert", "tls_cert", "tls_key")],
-        supports_check_mode=False,
+        supports_check_mode=True,
     )
-    runc_path = module.params["runc_path"] or module.get_bin_path("runc", required=True)
-    # If the controller goes away, finish the migration (or the rollback) anyway: stopping half-way could leave the
-    # container frozen.
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    sender = Sender(module, module.params, runc_path)
     try:
-        report = sender.run()
-    except (MigrationFailed, ChannelError, OSError) as exc:
-        step, cause = (exc.step, exc.cause) if isinstance(exc, MigrationFailed) else (sender.step, str(exc))
-        recovery = sender.report.get("recovery", "")
-        log = getattr(exc, "log", [])
-        quoted = " CRIU log: " + " | ".join(log[-8:]).rstrip(".") + "." if log else ""
-        outcome = f" {recovery[:1].upper()}{recovery[1:]}." if recovery else ""
-        module.fail_json(
-            msg=f"{step} failed: {cause}.{quoted}{outcome}",
-            criu_log=log,
-            report=sender.report,
-            changed=sender.frozen_at is not None,
-        )
-    module.exit_json(changed=True, report=report)
+        result = _agent.start(module, "sender")
+    except FerryError as error:
+        module.fail_json(**error.result())
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

@@ -156,7 +156,8 @@ commands:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ferry.runc.plugins.module_utils._exports import run_module
+from ansible_collections.ferry.runc.plugins.module_utils._errors import FerryError
+from ansible_collections.ferry.runc.plugins.module_utils._exports import apply
 
 
 def main() -> None:
@@ -175,7 +176,11 @@ def main() -> None:
         required_if=[("state", "present", ["clients"])],
         supports_check_mode=True,
     )
-    run_module(module)
+    try:
+        result = apply(module, module.params)
+    except FerryError as error:
+        module.fail_json(**error.at(f"nfs_export of {module.params['path']}").result())
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

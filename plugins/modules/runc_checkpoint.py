@@ -23,6 +23,7 @@ author: ferry.runc contributors (@ferry-runc)
 extends_documentation_fragment:
   - ferry.runc._attributes
   - ferry.runc._runc
+  - ferry.runc._criu_options
 attributes:
   check_mode:
     support: full
@@ -84,26 +85,6 @@ options:
     description: With O(lazy_pages), how many seconds to wait for CRIU to report the non-memory images complete.
     type: int
     default: 300
-  tcp_established:
-    description: Checkpoint established TCP connections (C(--tcp-established)); the restore needs the same option.
-    type: bool
-    default: false
-  ext_unix_sk:
-    description: Allow external UNIX sockets (C(--ext-unix-sk)); the restore needs the same option.
-    type: bool
-    default: false
-  shell_job:
-    description: Allow a container that is a shell job, started from a terminal (C(--shell-job)).
-    type: bool
-    default: false
-  file_locks:
-    description: Checkpoint file locks (C(--file-locks)); the restore needs the same option.
-    type: bool
-    default: false
-  manage_cgroups_mode:
-    description: How CRIU handles the container's cgroups (C(--manage-cgroups-mode)); runc's default is V(soft).
-    type: str
-    choices: [soft, full, strict]
   auto_dedup:
     description: Punch holes in the parent images for the pages this dump writes again (C(--auto-dedup)).
     type: bool
@@ -319,13 +300,15 @@ criu_log_excerpt:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ferry.runc.plugins.module_utils import _runc
+from ansible_collections.ferry.runc.plugins.module_utils import _options, _runc, _runc_work
+from ansible_collections.ferry.runc.plugins.module_utils._errors import FerryError
 
 
 def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
             _runc.COMMON_ARGUMENT_SPEC,
+            **_options.argument_spec(),
             container_id={"type": "str", "required": True},
             image_path={"type": "path", "required": True},
             work_path={"type": "path"},
@@ -335,11 +318,6 @@ def main() -> None:
             page_server={"type": "str"},
             lazy_pages={"type": "bool", "default": False},
             lazy_pages_timeout={"type": "int", "default": 300},
-            tcp_established={"type": "bool", "default": False},
-            ext_unix_sk={"type": "bool", "default": False},
-            shell_job={"type": "bool", "default": False},
-            file_locks={"type": "bool", "default": False},
-            manage_cgroups_mode={"type": "str", "choices": _runc.MANAGE_CGROUPS_MODES},
             auto_dedup={"type": "bool", "default": False},
             empty_ns={"type": "list", "elements": "str", "choices": _runc.EMPTY_NAMESPACES},
             overwrite={"type": "bool", "default": False},
@@ -347,7 +325,11 @@ def main() -> None:
         required_if=[("lazy_pages", True, ("page_server",))],
         supports_check_mode=True,
     )
-    _runc.checkpoint(module)
+    try:
+        result = _runc_work.checkpoint(module)
+    except FerryError as error:
+        module.fail_json(**error.result())
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

@@ -143,11 +143,38 @@ container:
       type: str
   sample: {"id": "web1", "pid": 1829, "status": "running", "bundle": "/srv/bundles/web1", "rootfs": "/srv/bundles/web1/rootfs",
            "created": "2026-11-25T22:37:01.722697285Z", "ociVersion": "1.0.2-dev", "owner": ""}
+container_problems:
+  description:
+    - Why O(container_id) could not survive a live migration as it runs, one sentence each (empty when it could) -
+      stdio on a pipe, a socket or a terminal, whose other end would stay on this host.
+  returned: when O(container_id) is given and the container exists
+  type: list
+  elements: str
+migration:
+  description:
+    - The newest migration of O(container_id) that this host took part in and still holds a record of (under
+      C(/run/ferry-runc)), null when there is none - what M(ferry.runc.migration_status) would report for it.
+  returned: when O(container_id) is given
+  type: dict
+  contains:
+    migration_id:
+      description: The migration's ID.
+      type: str
+    side:
+      description: V(sender) or V(receiver).
+      type: str
+    phase:
+      description: Its agent's last recorded phase.
+      type: str
+    finished:
+      description: Whether its agent has ended.
+      type: bool
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ferry.runc.plugins.module_utils import _runc
+from ansible_collections.ferry.runc.plugins.module_utils import _runc, _runc_work
+from ansible_collections.ferry.runc.plugins.module_utils._errors import FerryError
 
 
 def main() -> None:
@@ -155,7 +182,11 @@ def main() -> None:
         argument_spec=dict(_runc.COMMON_ARGUMENT_SPEC, container_id={"type": "str"}),
         supports_check_mode=True,
     )
-    _runc.info(module)
+    try:
+        result = _runc_work.info(module)
+    except FerryError as error:
+        module.fail_json(**error.result())
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

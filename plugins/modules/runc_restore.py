@@ -23,6 +23,7 @@ author: ferry.runc contributors (@ferry-runc)
 extends_documentation_fragment:
   - ferry.runc._attributes
   - ferry.runc._runc
+  - ferry.runc._criu_options
 attributes:
   check_mode:
     support: full
@@ -70,26 +71,6 @@ options:
         O(work_path) as its directory.
     type: bool
     default: false
-  tcp_established:
-    description: Restore established TCP connections (C(--tcp-established)); the checkpoint must have used it too.
-    type: bool
-    default: false
-  ext_unix_sk:
-    description: Allow external UNIX sockets (C(--ext-unix-sk)), as in the checkpoint.
-    type: bool
-    default: false
-  shell_job:
-    description: Restore a container that was a shell job (C(--shell-job)), as in the checkpoint.
-    type: bool
-    default: false
-  file_locks:
-    description: Restore file locks (C(--file-locks)), as in the checkpoint.
-    type: bool
-    default: false
-  manage_cgroups_mode:
-    description: How CRIU handles the container's cgroups (C(--manage-cgroups-mode)); runc's default is V(soft).
-    type: str
-    choices: [soft, full, strict]
 seealso:
   - module: ferry.runc.runc_checkpoint
   - module: ferry.runc.runc_info
@@ -221,13 +202,15 @@ criu_log_excerpt:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ferry.runc.plugins.module_utils import _runc
+from ansible_collections.ferry.runc.plugins.module_utils import _options, _runc, _runc_work
+from ansible_collections.ferry.runc.plugins.module_utils._errors import FerryError
 
 
 def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
             _runc.COMMON_ARGUMENT_SPEC,
+            **_options.argument_spec(),
             container_id={"type": "str", "required": True},
             bundle={"type": "path", "required": True},
             image_path={"type": "path", "required": True},
@@ -235,15 +218,14 @@ def main() -> None:
             detach={"type": "bool", "default": True},
             pid_file={"type": "path"},
             lazy_pages={"type": "bool", "default": False},
-            tcp_established={"type": "bool", "default": False},
-            ext_unix_sk={"type": "bool", "default": False},
-            shell_job={"type": "bool", "default": False},
-            file_locks={"type": "bool", "default": False},
-            manage_cgroups_mode={"type": "str", "choices": _runc.MANAGE_CGROUPS_MODES},
         ),
         supports_check_mode=True,
     )
-    _runc.restore(module)
+    try:
+        result = _runc_work.restore(module)
+    except FerryError as error:
+        module.fail_json(**error.result())
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def test_an_unknown_strategy_lists_the_choices():
 
 PLAN = {"migration_id": "m1", "container": "web1", "source": "src1", "destination": "dst1", "strategy": "stop-and-copy",
         "strategy_reason": "requested", "transport": "shared", "bundle_sync": "shared"}
-SENDER = {"container": "web1", "rounds": [], "stop_reason": None, "rolled_back": False, "source_deleted": True, "frozen_at": 5.0,
+SENDER = {"container": "web1", "rounds": [], "stop_reason": None, "rolled_back": False, "source_deleted": True, "phase": "done", "frozen_at": 5.0,
           "final": {"round": 0, "seconds": 0.5, "pages_written": 10, "bytes_written": 40960, "frozen_ms": 512.0,
                     "pages_skipped_parent": 0},
           "restore": {"seconds": 0.7, "pages_restored": 10}, "downtime_ms": 1300, "channel_bytes": 5000, "total_seconds": 2.0}
@@ -82,7 +82,7 @@ CONTROLLER = {"started": 1.0, "sender_started": 3.0, "sender_ended": 5.5, "ended
 def test_the_report_filter_is_the_report_with_its_summary():
     report = report_filter.migration_report(PLAN, SENDER, RECEIVER, CONTROLLER)
 
-    expected = build(PLAN, SENDER, RECEIVER, CONTROLLER)
+    expected = build(PLAN, SENDER, RECEIVER, CONTROLLER, {})
     assert report == dict(expected, summary=summary(expected))
     assert report["summary"][0] == "web1: src1 -> dst1: migrated"
     assert report["summary"][-1] == "time: preflight 2.0 s + migration 2.5 s + report 0.5 s = 5.0 s; bytes moved 45960"

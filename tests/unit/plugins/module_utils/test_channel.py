@@ -342,7 +342,7 @@ def test_request_returns_the_ok_payload(pair):
 def test_request_raises_peer_failed_with_the_log_lines(pair):
     sender, receiver = pair
     serving = Background(answer_requests, receiver, 1)
-    with pytest.raises(PeerFailed, match="^the receiver failed: criu restore failed$") as caught:
+    with pytest.raises(PeerFailed, match="^criu restore failed$") as caught:
         sender.request("restore", dir="final")
     assert caught.value.log == ["Error (criu/cr-restore.c:1): boom", "Restoring FAILED."]
     assert isinstance(caught.value, ChannelError)
@@ -361,7 +361,7 @@ def test_peer_failed_without_log_has_an_empty_log(pair):
 def test_the_receiver_side_names_the_sender_in_peer_failed(pair):
     sender, receiver = pair
     sender.send("failed", error="dump failed", log=["a"])
-    with pytest.raises(PeerFailed, match="the sender failed: dump failed") as caught:
+    with pytest.raises(PeerFailed, match="^dump failed$") as caught:
         receiver.recv("ok")
     assert caught.value.log == ["a"]
 
@@ -522,12 +522,35 @@ def test_connect_retries_until_the_receiver_listens():
     receiver.close()
 
 
+def close_the_first_connection(server: socket.socket) -> None:
+    server.accept()[0].close()
+
+
+def test_a_connection_closed_before_the_challenge_is_tried_again():
+    """A receiver not listening yet behind something that accepted for it (a proxy, NAT) closes at once: retried."""
+    server = socket.socket(socket.AF_INET)
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    early = Background(close_the_first_connection, server)
+    connecting = Background(connect, "127.0.0.1", port_of(server), SECRET, IO_TIMEOUT)
+    early.result()
+    try:
+        receiver = accept(server, SECRET, IO_TIMEOUT)
+        sender = connecting.result()
+    finally:
+        server.close()
+    sender.send("hello")
+    assert receiver.recv("hello") == {"type": "hello"}
+    sender.close()
+    receiver.close()
+
+
 def test_connect_gives_up_after_its_timeout():
     server = socket.socket(socket.AF_INET)
     server.bind(("127.0.0.1", 0))
     began = time.monotonic()
     try:
-        with pytest.raises(ChannelError, match=f"^cannot reach the receiver at 127.0.0.1:{port_of(server)}: "):
+        with pytest.raises(ChannelError, match=f"^cannot reach the receiver at 127.0.0.1:{port_of(server)} within 0 s$"):
             connect("127.0.0.1", port_of(server), SECRET, 0.2)
     finally:
         server.close()

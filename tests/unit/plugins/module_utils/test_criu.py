@@ -100,20 +100,62 @@ def test_no_tls_files_without_a_certificate(tmp_path: Path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+OWNER = {"pid": 4242, "start_time": 777}
+
+
 @pytest.mark.parametrize("current", ["", "tcp-established\n", "tcp-established"])
-def test_tls_lines_are_added_after_the_runc_config_and_taken_out_again(current):
-    with_tls = _criu.runc_config_with_tls(current, TLS)
-    assert with_tls.splitlines()[-4:] == ["tls", "tls-cacert /t/ca.pem", "tls-cert /t/cert.pem", "tls-key /t/key.pem"]
+def test_a_section_goes_after_the_config_and_comes_out_again_whole(current):
+    with_tls = _criu.config_with_section(current, "m1 tls", _criu.tls_config_lines(TLS), OWNER)
+    assert with_tls.splitlines()[-6:] == [
+        "# ferry.runc m1 tls (owner 4242 777): begin; removed when that migration's agent ends",
+        "tls", "tls-cacert /t/ca.pem", "tls-cert /t/cert.pem", "tls-key /t/key.pem",
+        "# ferry.runc m1 tls: end",
+    ]  # fmt: skip
     assert with_tls.startswith(current)
-    assert _criu.runc_config_without_tls(with_tls).rstrip("\n") == current.rstrip("\n")
+    without = _criu.config_without_sections(with_tls, lambda name, _owner: name == "m1 tls")
+    assert without.rstrip("\n") == current.rstrip("\n")
 
 
-def test_tls_lines_left_by_an_interrupted_migration_are_replaced():
-    stale = _criu.runc_config_with_tls("tcp-established\n", {"tls_cacert": "/old/ca", "tls_cert": "/old/c", "tls_key": "/old/k"})
-    fresh = _criu.runc_config_with_tls(stale, TLS)
+def test_a_section_left_by_an_interrupted_run_of_the_same_name_is_replaced():
+    stale = _criu.config_with_section("tcp-established\n", "m1 tls", ["tls-cert /old/c"], OWNER)
+    fresh = _criu.config_with_section(stale, "m1 tls", _criu.tls_config_lines(TLS), OWNER)
     assert "/old/" not in fresh
-    assert fresh.count(_criu.RUNC_CONFIG_MARKER) == 1
+    assert fresh.count("begin;") == 1
     assert fresh.startswith("tcp-established\n")
+
+
+def test_other_sections_and_lines_stay(tmp_path: Path, monkeypatch):
+    config = tmp_path / "runc.conf"
+    monkeypatch.setattr(_criu, "RUNC_CONFIG", str(config))
+    monkeypatch.setattr(_criu, "RUNC_CONFIG_LOCK", str(tmp_path / "lock"))
+    config.write_text(_criu.config_with_section("log-file /var/log/criu.log\n", "m2 tls", ["tls"], _criu.own_identity()))
+    with _criu.exclusive_config_section("m1 hold", _criu.HOLD_LINES):
+        inside = config.read_text()
+    assert "leave-stopped" in inside and "m2 tls" in inside
+    assert config.read_text().startswith("log-file /var/log/criu.log\n") and "leave-stopped" not in config.read_text()
+    assert "m2 tls" in config.read_text()
+
+
+def test_the_sections_of_dead_agents_are_dropped_so_a_stale_hold_never_stops_a_later_dump(tmp_path: Path, monkeypatch):
+    config = tmp_path / "runc.conf"
+    monkeypatch.setattr(_criu, "RUNC_CONFIG", str(config))
+    monkeypatch.setattr(_criu, "RUNC_CONFIG_LOCK", str(tmp_path / "lock"))
+    dead = {"pid": 2 ** 22 + 1, "start_time": 1}
+    config.write_text(_criu.config_with_section("", "m0 hold", _criu.HOLD_LINES, dead))
+    with _criu.added_config_section("m1 tls", ["tls"]):
+        assert "leave-stopped" not in config.read_text()
+    assert not config.exists()
+
+
+@pytest.mark.parametrize(("content", "problems"), [
+    ("", 0), ("tcp-established\nlog-file /var/log/criu.log\n", 0), ("leave-stopped\n", 1),
+    (_criu.config_with_section("", "m1 hold", _criu.HOLD_LINES, OWNER), 0),
+], ids=["empty", "other-options", "leave-stopped", "a-migration-s-own-hold"])
+def test_a_foreign_leave_stopped_is_a_problem_a_section_of_ours_is_not(tmp_path: Path, monkeypatch, content: str, problems: int):
+    config = tmp_path / "runc.conf"
+    config.write_text(content)
+    monkeypatch.setattr(_criu, "RUNC_CONFIG", str(config))
+    assert len(_criu.foreign_config_problems()) == problems
 
 
 # Lines of the dst VM's /proc/self/mountinfo after a lazy restore's CRIU was killed (the mounts it left in its work

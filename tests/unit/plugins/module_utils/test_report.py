@@ -38,6 +38,7 @@ SENDER = {
     "stop_reason": "round limit: 2 rounds (predicted frozen time 2190 ms)",
     "rolled_back": False,
     "source_deleted": True,
+    "phase": "done",
     "bundle": "/srv/ferry-runc/bundles/web1",
     "bundle_sync": [{"step": "bundle copy", "bytes": 5_000_000, "seconds": 0.8}, {"step": "bundle update (frozen)", "bytes": 9, "seconds": 0.01}],
     "frozen_at": 1764110065.25,
@@ -64,11 +65,11 @@ def sender_with(**changes: Any) -> Dict[str, Any]:
 
 
 def test_the_report_says_whether_the_page_stream_used_tls():
-    assert build(PLAN, sender_with(tls=True), RECEIVER, CONTROLLER)["page_stream_tls"] is True
+    assert build(PLAN, sender_with(tls=True), RECEIVER, CONTROLLER, {})["page_stream_tls"] is True
 
 
 def test_the_report_joins_the_plan_and_both_sides():
-    report = build(PLAN, SENDER, RECEIVER, CONTROLLER)
+    report = build(PLAN, SENDER, RECEIVER, CONTROLLER, {})
 
     for key in ("migration_id", "container", "source", "destination", "strategy", "strategy_reason", "transport", "bundle_sync"):
         assert report[key] == PLAN[key]
@@ -87,13 +88,13 @@ def test_the_report_joins_the_plan_and_both_sides():
 
 
 def test_pre_copy_time_is_the_rounds_dumps_plus_the_receivers_checks():
-    report = build(PLAN, SENDER, RECEIVER, CONTROLLER)
+    report = build(PLAN, SENDER, RECEIVER, CONTROLLER, {})
 
     assert report["pre_copy"]["seconds"] == round(0.412 + 0.021 + 0.305 + 0.013, 3)
 
 
 def test_the_bytes_add_up_to_the_total():
-    report = build(PLAN, SENDER, RECEIVER, CONTROLLER)
+    report = build(PLAN, SENDER, RECEIVER, CONTROLLER, {})
 
     moved = report["bytes"]
     assert moved["pre_copy_pages"] == (34 + 24) * 4096
@@ -107,21 +108,21 @@ def test_the_bytes_add_up_to_the_total():
 def test_images_sent_over_the_channel_are_not_counted_as_overhead():
     sender = sender_with(final=dict(SENDER["final"], images_sent_bytes=7000), bundle_sync=[], channel_bytes=9000)
 
-    moved = build(PLAN, sender, RECEIVER, CONTROLLER)["bytes"]
+    moved = build(PLAN, sender, RECEIVER, CONTROLLER, {})["bytes"]
 
     assert (moved["final_images_over_channel"], moved["bundle"], moved["control_channel_overhead"]) == (7000, 0, 2000)
     assert moved["total"] == sum(value for key, value in moved.items() if key != "total")
 
 
 def test_the_overhead_is_never_negative():
-    moved = build(PLAN, sender_with(channel_bytes=None), RECEIVER, CONTROLLER)["bytes"]
+    moved = build(PLAN, sender_with(channel_bytes=None), RECEIVER, CONTROLLER, {})["bytes"]
 
     assert moved["control_channel_overhead"] == 0
     assert moved["total"] == sum(value for key, value in moved.items() if key != "total")
 
 
 def test_the_phases_add_up_to_the_total_time():
-    seconds = build(PLAN, SENDER, RECEIVER, CONTROLLER)["seconds"]
+    seconds = build(PLAN, SENDER, RECEIVER, CONTROLLER, {})["seconds"]
 
     assert seconds["preflight"] == round(CONTROLLER["sender_started"] - CONTROLLER["started"], 3)
     assert seconds["migration"] == round(CONTROLLER["sender_ended"] - CONTROLLER["sender_started"], 3)
@@ -132,37 +133,47 @@ def test_the_phases_add_up_to_the_total_time():
 
 OUTCOMES = {
     "migrated": ({}, "migrated"),
-    "rolled back": ({"source_deleted": False, "rolled_back": True, "recovery": "resumed"}, "rolled back to the source"),
-    "failed before the freeze": ({"source_deleted": False, "frozen_at": None}, "failed before the freeze; the source kept running"),
-    "rollback failed": ({"source_deleted": False, "recovery": "ROLLBACK FAILED: ..."}, "failed"),
+    "rolled back": ({"phase": "rolled back", "source_deleted": False, "rolled_back": True, "recovery": "resumed"}, "rolled back"),
+    "in doubt": ({"phase": "in doubt", "source_deleted": False, "recovery": "IN DOUBT: ..."}, "in doubt"),
+    "lost after the commit": ({"phase": "destination copy lost after the commit", "recovery": "runc resume web1"}, "lost after the commit"),
+    "an agent that never ended": ({"phase": "released"}, "failed"),
 }
 
 
 @pytest.mark.parametrize("changes, outcome", OUTCOMES.values(), ids=OUTCOMES.keys())
 def test_the_outcome(changes: Dict[str, Any], outcome: str):
-    report = build(PLAN, sender_with(**changes), RECEIVER, CONTROLLER)
+    report = build(PLAN, sender_with(**changes), RECEIVER, CONTROLLER, {})
 
     assert report["outcome"] == outcome
     assert report["recovery"] == changes.get("recovery")
 
 
+def test_a_migration_the_controller_settled_takes_its_outcome_and_says_how():
+    settled = {"outcome": "migrated", "why": "the destination runs the container", "source_action": "delete",
+               "destination_action": "none"}
+    report = build(PLAN, sender_with(phase="in doubt", recovery="IN DOUBT: ..."), RECEIVER, CONTROLLER, settled)
+
+    assert report["outcome"] == "migrated"
+    assert report["recovery"] == "IN DOUBT: ...; then the controller settled it: the destination runs the container"
+
+
 def test_the_receivers_restore_is_used_when_the_sender_has_none():
     sender = sender_with(restore=None, downtime_ms=None, source_deleted=False)
 
-    assert build(PLAN, sender, RECEIVER, CONTROLLER)["restore"] == RECEIVER["restore"]
+    assert build(PLAN, sender, RECEIVER, CONTROLLER, {})["restore"] == RECEIVER["restore"]
 
 
 def test_a_post_copy_report_has_its_transfer_time():
     sender = sender_with(rounds=[], stop_reason=None, lazy={"ok": True, "seconds": 3.5, "source_rc": 0})
 
-    report = build(dict(PLAN, strategy="post-copy"), sender, RECEIVER, CONTROLLER)
+    report = build(dict(PLAN, strategy="post-copy"), sender, RECEIVER, CONTROLLER, {})
 
     assert report["post_copy_transfer_seconds"] == 3.5
     assert report["pre_copy"] == {"rounds": [], "stop_reason": None, "seconds": 0}
 
 
 def test_the_summary_of_a_migration():
-    report = build(PLAN, SENDER, RECEIVER, CONTROLLER)
+    report = build(PLAN, SENDER, RECEIVER, CONTROLLER, {})
     seconds = report["seconds"]
 
     assert summary(report) == [
@@ -177,20 +188,20 @@ def test_the_summary_of_a_migration():
     ]
 
 
-def test_the_summary_of_a_migration_that_failed_before_the_freeze():
+def test_the_summary_of_a_migration_rolled_back_before_the_freeze():
     sender = {"container": "web1", "strategy": "stop-and-copy", "transport": "shared", "rounds": [], "stop_reason": None,
               "rolled_back": False, "source_deleted": False, "recovery": "nothing was frozen; the container kept running on the source",
-              "total_seconds": 0.4}
+              "total_seconds": 0.4, "phase": "rolled back"}
     receiver = {"container": "web1", "outcome": "rolled back: the receiver failed: ...", "requests": []}
     controller = {"started": 10.0, "sender_started": 12.5, "sender_ended": 13.0, "ended": 13.25}
 
-    report = build(dict(PLAN, strategy="stop-and-copy"), sender, receiver, controller)
+    report = build(dict(PLAN, strategy="stop-and-copy"), sender, receiver, controller, {})
 
-    assert report["outcome"] == "failed before the freeze; the source kept running"
+    assert report["outcome"] == "rolled back"
     assert report["bytes"]["total"] == 0
     assert report["seconds"] == {"preflight": 2.5, "migration": 0.5, "report_and_cleanup": 0.25, "total": 3.25}
     assert summary(report) == [
-        "web1: src -> dst: failed before the freeze; the source kept running",
+        "web1: src -> dst: rolled back",
         f"strategy stop-and-copy ({PLAN['strategy_reason']}), transport shared, bundle copy",
         "time: preflight 2.5 s + migration 0.5 s + report 0.25 s = 3.25 s; bytes moved 0",
         "recovery: nothing was frozen; the container kept running on the source",

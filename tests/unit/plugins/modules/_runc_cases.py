@@ -2,11 +2,13 @@
 
 A case may name files to create before the run (``files``: path relative to the test's tmp_path, and content:
 text, ``fixture:NAME`` for a copy of tests/unit/fixtures/criu/NAME, ``symlink:TARGET`` or ``script:TEXT`` for an
-executable) and paths that must not exist after it (``absent``). ``{tmp}`` anywhere in a case stands for tmp_path.
+executable) and paths that must not exist after it (``absent``). ``{tmp}`` anywhere in a case stands for tmp_path,
+``{host}`` for this host's name (errors name it).
 """
 
 from __future__ import annotations
 
+import platform
 import shutil
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,7 @@ def check_absent(case: dict[str, Any], tmp_path: Path) -> None:
 
 def _substitute(value: Any, tmp: str) -> Any:
     if isinstance(value, str):
-        return value.replace("{tmp}", tmp)
+        return value.replace("{tmp}", tmp).replace("{host}", platform.node())
     if isinstance(value, list):
         return [_substitute(item, tmp) for item in value]
     if isinstance(value, dict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import stat
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ def test_nfs_export(case, run_module, tmp_path: Path, etc: Path, monkeypatch: py
     monkeypatch.setattr(AnsibleModule, "warn", lambda module, warning: warnings.append(warning))
     export = tmp_path / "srv" / "ferry-runc"
     managed = etc / "exports.d" / _exports.managed_file_name(str(export))
-    case = fill(case, {"{path}": str(export), "{file}": str(managed), "{etc}": str(etc)})
+    case = fill(case, {"{path}": str(export), "{file}": str(managed), "{etc}": str(etc), "{host}": platform.node()})
     if case.get("directory", True):
         export.mkdir(parents=True)
         export.chmod(0o755)

@@ -1,0 +1,62 @@
+# Copyright: ferry.runc contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What about a running container stops it from surviving a move: its stdio, and the host paths it binds."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping
+
+STDIO = ("stdin", "stdout", "stderr")
+
+
+def stdio_problem(descriptor: int, target: str) -> str | None:
+    """Why one of init's stdio descriptors cannot move, from its /proc/PID/fd link: a pipe or socket ends with the
+    process that held its other end here (the restored copy's next write would kill it), a terminal stays behind."""
+    name = STDIO[descriptor]
+    if target.startswith(("pipe:", "socket:")):
+        kind = target.split(":", 1)[0]
+        return f"its {name} is a {kind} to a process on this host, which does not move with it; start it with {name} on /dev/null or a file in the bundle"
+    if target.startswith(("/dev/pts/", "/dev/tty", "/dev/console")):
+        return f"its {name} is a terminal ({target}), which does not move with it; start it detached with stdio on /dev/null or a file in the bundle"
+    return None
+
+
+def stdio_problems(init_pid: int, proc: str = "/proc") -> list[str]:
+    problems = []
+    for descriptor in range(len(STDIO)):
+        try:
+            target = os.readlink(os.path.join(proc, str(init_pid), "fd", str(descriptor)))
+        except OSError:
+            continue
+        problem = stdio_problem(descriptor, target)
+        if problem:
+            problems.append(problem)
+    return problems
+
+
+def bind_sources(config: Mapping[str, Any]) -> list[str]:
+    """The host paths a container's config.json binds into it (they must exist at the same path on the destination)."""
+    sources = []
+    for mount in config.get("mounts") or []:
+        options = mount.get("options") or []
+        if mount.get("type") == "bind" or "bind" in options or "rbind" in options:
+            sources.append(mount["source"])
+    return sources
+
+
+def read_config(bundle: str) -> dict:
+    with open(os.path.join(bundle, "config.json"), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def migration_problems(state: Mapping[str, Any], proc: str = "/proc") -> list[str]:
+    """Why this container, as `runc state` describes it, cannot be moved: empty when it can."""
+    if state.get("status") not in ("running", "paused") or not state.get("pid"):
+        return []
+    return stdio_problems(state["pid"], proc)
+
+
+def missing_paths(paths: list[str]) -> list[str]:
+    return [path for path in paths if not os.path.exists(path)]
