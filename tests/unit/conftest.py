@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import pathlib
-from typing import Any
+import threading
+from typing import Any, Callable, Optional
 
 import pytest
 import yaml
@@ -76,3 +77,29 @@ def check_output(result: dict[str, Any], expected: dict[str, Any]) -> None:
             assert value in result.get("msg", ""), f"msg {result.get('msg')!r} lacks {value!r}"
         else:
             assert result.get(key) == value, f"{key}: expected {value!r}, got {result.get(key)!r}"
+
+
+class Background:
+    """Run a call in a daemon thread; result() re-raises what it raised."""
+
+    def __init__(self, func: Callable[..., Any], *args: Any) -> None:
+        self._value: Any = None
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, args=(func, *args), daemon=True)
+        self._thread.start()
+
+    def _run(self, func: Callable[..., Any], *args: Any) -> None:
+        try:
+            self._value = func(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            self._error = exc
+
+    def done(self, timeout: float) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def result(self, timeout: float = 10.0) -> Any:
+        assert self.done(timeout), f"the background call did not finish within {timeout} s"
+        if self._error is not None:
+            raise self._error
+        return self._value

@@ -17,6 +17,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional
 
 import pytest
+from conftest import Background
 
 from ansible_collections.ferry.runc.plugins.module_utils._channel import (
     MAX_FRAME,
@@ -33,32 +34,6 @@ HEADER = struct.Struct("!I")
 MAC_SIZE = 32
 
 Mangle = Callable[[int, str, int, bytes], List[bytes]]
-
-
-class Background:
-    """Run a call in a daemon thread; result() re-raises what it raised."""
-
-    def __init__(self, func: Callable[..., Any], *args: Any) -> None:
-        self._value: Any = None
-        self._error: Optional[BaseException] = None
-        self._thread = threading.Thread(target=self._run, args=(func, *args), daemon=True)
-        self._thread.start()
-
-    def _run(self, func: Callable[..., Any], *args: Any) -> None:
-        try:
-            self._value = func(*args)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
-            self._error = exc
-
-    def done(self, timeout: float) -> bool:
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-    def result(self, timeout: float = IO_TIMEOUT) -> Any:
-        assert self.done(timeout), f"the background call did not finish within {timeout} s"
-        if self._error is not None:
-            raise self._error
-        return self._value
 
 
 def listener() -> socket.socket:

@@ -13,11 +13,11 @@ import os
 import shutil
 import socket
 import stat
-import threading
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import pytest
+from conftest import Background
 
 from ansible_collections.ferry.runc.plugins.module_utils._channel import (
     MAX_FRAME,
@@ -42,29 +42,6 @@ SECRET = "tree secret"
 IO_TIMEOUT = 5.0
 MTIME = 1_600_000_000_123_456_789
 AS_ROOT = os.geteuid() == 0
-
-
-class Background:
-    """Run a call in a daemon thread; result() re-raises what it raised."""
-
-    def __init__(self, func: Callable[..., Any], *args: Any) -> None:
-        self._value: Any = None
-        self._error: Optional[BaseException] = None
-        self._thread = threading.Thread(target=self._run, args=(func, *args), daemon=True)
-        self._thread.start()
-
-    def _run(self, func: Callable[..., Any], *args: Any) -> None:
-        try:
-            self._value = func(*args)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
-            self._error = exc
-
-    def result(self, timeout: float = IO_TIMEOUT * 2) -> Any:
-        self._thread.join(timeout)
-        assert not self._thread.is_alive(), f"the background call did not finish within {timeout} s"
-        if self._error is not None:
-            raise self._error
-        return self._value
 
 
 def connected_pair(timeout: float = IO_TIMEOUT) -> Tuple[Channel, Channel]:
