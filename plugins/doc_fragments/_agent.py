@@ -61,6 +61,14 @@ options:
       - CRIU reads the three from files, so while the agent runs they are in a new root-only directory under
         C(/run) (a tmpfs), removed when it ends.
     type: str
+  page_stream_plaintext:
+    description:
+      - Let CRIU's page stream (the page-server transport, post-copy) go without TLS - unencrypted, and
+        unauthenticated, so that anyone on the link can read the container's memory or, connecting first, feed the
+        destination pages of their own. Without it a page stream needs O(tls_cacert), O(tls_cert) and O(tls_key).
+      - Both agents must allow it; the report says when the pages went so.
+    type: bool
+    default: false
   root:
     description: runc's state directory (runc C(--root)); runc's default when unset.
     type: path

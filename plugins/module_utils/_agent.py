@@ -22,6 +22,7 @@ import tempfile
 import time
 from typing import Any, Mapping
 
+from ansible_collections.ferry.runc.plugins.module_utils import _protocol
 from ansible_collections.ferry.runc.plugins.module_utils._commands import binary, own_identity
 from ansible_collections.ferry.runc.plugins.module_utils._errors import CommandError, InputError
 
@@ -155,6 +156,7 @@ AGENT_ARGUMENT_SPEC = {
     "tls_cacert": {"type": "str"},
     "tls_cert": {"type": "str"},
     "tls_key": {"type": "str", "no_log": True},
+    "page_stream_plaintext": {"type": "bool", "default": False},
     "root": {"type": "path"},
     "runc_path": {"type": "path"},
     "criu_path": {"type": "path"},
@@ -169,6 +171,11 @@ def start(module: Any, side: str) -> dict[str, Any]:
     code = params.pop("agent_code")
     if not code:
         raise InputError("agent_code is missing: the module runs through its action plugin (ansible-playbook or ansible)")
+    if side == "sender":
+        stream = _protocol.page_stream(params["transport"], params["strategy"], bool(params["tls_cert"]))
+        problem = _protocol.plaintext_problem(stream, params["page_stream_plaintext"])
+        if problem:
+            raise InputError(problem, step="starting the sender")
     params["runc_path"] = binary(module, "runc", params["runc_path"])
     params["criu_path"] = binary(module, "criu", params["criu_path"])
     directory = migration_dir(params["migration_id"])

@@ -35,6 +35,22 @@ from typing import Any, Callable, ClassVar, Mapping
 from ansible_collections.ferry.runc.plugins.module_utils._channel import Channel, ChannelError, PeerFailed
 
 
+def page_stream(transport: str, strategy: str, tls: bool) -> str:
+    """How memory pages cross the link: none (they go through the shared directory), tls or plaintext."""
+    if transport != "page-server" and strategy != "post-copy":
+        return "none"
+    return "tls" if tls else "plaintext"
+
+
+def plaintext_problem(stream: str, allowed: bool) -> str | None:
+    """Why a page stream may not go as planned: without TLS anyone on the link can read the pages and, since the
+    page server takes the first connection, feed the destination its own."""
+    if stream == "plaintext" and not allowed:
+        return ("CRIU's page stream needs TLS (tls_cacert, tls_cert, tls_key); to send memory pages unencrypted and"
+                " unauthenticated anyway, set page_stream_plaintext")
+    return None
+
+
 # -- messages ------------------------------------------------------------------------------------------------------
 
 
@@ -57,6 +73,8 @@ class Prepare(Message):
     share_token: str | None
     criu_options: dict
     bind_sources: list
+    # How CRIU's memory pages cross the link: "tls", "plaintext" (both agents opted in), or "none" (they do not).
+    page_stream: str
 
 
 @dataclass

@@ -58,6 +58,7 @@ from ansible_collections.ferry.runc.plugins.module_utils._protocol import (
     Status,
     StatusReport,
     answer_failed,
+    plaintext_problem,
     decode,
     send,
 )
@@ -172,6 +173,11 @@ class Receiver:
     def _check_request(self, message: Prepare) -> None:
         if message.container != self.container:
             raise InputError(f"this receiver is for container {self.container}, not {message.container}")
+        if message.page_stream == "tls" and not self.tls_paths:
+            raise InputError("the sender streams pages with TLS, and this receiver has no certificate")
+        problem = plaintext_problem(message.page_stream, self.params["page_stream_plaintext"])
+        if problem:
+            raise InputError(problem)
         if self.runc.state(self.container) is not None:
             raise InputError(f"a container named {self.container} already exists on the destination")
         missing = _inspect.missing_paths(message.bind_sources)

@@ -7,6 +7,11 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 PAGE_SIZE = 4096
+PAGE_STREAMS = {
+    "none": "none (memory through the shared directory)",
+    "tls": "TLS",
+    "plaintext": "plaintext: the pages crossed the link unencrypted and unauthenticated",
+}
 
 
 def _sum(items: Any, key: str) -> float:
@@ -50,8 +55,9 @@ def build(plan: Mapping[str, Any], sender: Mapping[str, Any], receiver: Mapping[
         "strategy_reason": plan["strategy_reason"],
         "transport": plan["transport"],
         "bundle_sync": plan["bundle_sync"],
-        "page_stream_tls": bool(sender.get("tls")),
-        "outcome": settled.get("outcome") or _outcome(sender),
+        "page_stream_tls": sender.get("page_stream") == "tls",
+        "page_stream": PAGE_STREAMS.get(sender.get("page_stream", "none"), sender.get("page_stream")),
+        "outcome": settled["outcome"] if _acted(settled) else _outcome(sender),
         "error": sender.get("error"),
         "recovery": _recovery(sender, settled),
         "phases": sender.get("phases", []),
@@ -87,8 +93,13 @@ def _outcome(sender: Mapping[str, Any]) -> str:
     return OUTCOMES.get(sender.get("phase", ""), "failed")
 
 
+def _acted(settled: Mapping[str, Any]) -> bool:
+    """Whether the controller did something to settle the migration (its decision alone changes nothing)."""
+    return bool(settled) and (settled["source_action"], settled["destination_action"]) != ("none", "none")
+
+
 def _recovery(sender: Mapping[str, Any], settled: Mapping[str, Any]) -> str | None:
-    if not settled:
+    if not _acted(settled):
         return sender.get("recovery")
     return f"{sender.get('recovery') or 'the agents lost each other'}; then the controller settled it: {settled['why']}"
 

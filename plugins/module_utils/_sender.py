@@ -46,6 +46,7 @@ from ansible_collections.ferry.runc.plugins.module_utils._protocol import (
     Released,
     Restore,
     SenderPhase,
+    page_stream,
     receive,
     request,
 )
@@ -93,6 +94,7 @@ class Sender:
             "rolled_back": False,
             "source_deleted": False,
             "tls": bool(params.get("tls_cert")),
+            "page_stream": page_stream(params["transport"], params["strategy"], bool(params.get("tls_cert"))),
         }
 
     # -- the migration, step by step ---------------------------------------------------------------------------------
@@ -188,6 +190,7 @@ class Sender:
             share_token=share_token,
             criu_options=_options.values(self.params),
             bind_sources=_inspect.bind_sources(config),
+            page_stream=self.report["page_stream"],
         ), Done)
 
     def _sync_bundle(self, step: str, bundle: str) -> None:

@@ -307,7 +307,8 @@ class World:
         self.link = Link(receiver_port)
         common = {"migration_id": MIGRATION, "container": CONTAINER, "secret": SECRET, "connect_timeout": 5,
                   "timeout": 60, "link_timeout": LINK_TIMEOUT, "indoubt_timeout": INDOUBT_TIMEOUT, "tls_cacert": None,
-                  "tls_cert": None, "tls_key": None, "root": "/run/runc", "runc_path": str(self.source.bin / "runc")}
+                  "tls_cert": None, "tls_key": None, "page_stream_plaintext": True, "root": "/run/runc",
+                  "runc_path": str(self.source.bin / "runc")}
         self.receiver_params = dict(
             common, image_dir=str(self.destination_images), bundle=str(self.bundle), work_dir=str(tmp / "dst" / "work" / MIGRATION),
             listen_address=ADDRESS, port=receiver_port, page_server_port=free_port(), verify_images=True,

@@ -250,6 +250,17 @@ def test_a_foreign_leave_stopped_is_named_before_anything_is_frozen(world):
     assert "/etc/criu/runc.conf sets leave-stopped" in sender["result"]["error"]
 
 
+def test_a_page_stream_without_tls_needs_both_agents_to_allow_plaintext(world):
+    migration = world(transport="page-server")
+    migration.receiver_params["page_stream_plaintext"] = False
+    migration.start()
+    migration.wait_for_agents()
+    sender = migration.statuses()["sender"]
+    assert [entry["phase"] for entry in sender["history"]] == ["preparing", "rolled back"]
+    assert "CRIU's page stream needs TLS" in sender["result"]["error"] and "page_stream_plaintext" in sender["result"]["error"]
+    assert migration.copies() == {"src": "running", "dst": "absent"}
+
+
 def check_images_kept(migration: World, expected: str, context: str) -> None:
     """After a failure the final dump's images stay; only a migration that ended well removes them."""
     sender = migration.statuses()["sender"] or {}

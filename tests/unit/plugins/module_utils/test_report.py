@@ -65,7 +65,13 @@ def sender_with(**changes: Any) -> Dict[str, Any]:
 
 
 def test_the_report_says_whether_the_page_stream_used_tls():
-    assert build(PLAN, sender_with(tls=True), RECEIVER, CONTROLLER, {})["page_stream_tls"] is True
+    assert build(PLAN, sender_with(page_stream="tls"), RECEIVER, CONTROLLER, {})["page_stream_tls"] is True
+
+
+def test_the_report_says_when_pages_crossed_the_link_unauthenticated():
+    report = build(PLAN, sender_with(page_stream="plaintext"), RECEIVER, CONTROLLER, {})
+    assert report["page_stream_tls"] is False
+    assert report["page_stream"] == "plaintext: the pages crossed the link unencrypted and unauthenticated"
 
 
 def test_the_report_joins_the_plan_and_both_sides():
@@ -155,6 +161,14 @@ def test_a_migration_the_controller_settled_takes_its_outcome_and_says_how():
 
     assert report["outcome"] == "migrated"
     assert report["recovery"] == "IN DOUBT: ...; then the controller settled it: the destination runs the container"
+
+
+def test_a_decision_that_changed_nothing_leaves_the_senders_outcome():
+    settled = {"outcome": "rolled back", "why": "the source runs the container", "source_action": "none",
+               "destination_action": "none"}
+    report = build(PLAN, sender_with(phase="rolled back", recovery="resumed"), RECEIVER, CONTROLLER, settled)
+
+    assert (report["outcome"], report["recovery"]) == ("rolled back", "resumed")
 
 
 def test_the_receivers_restore_is_used_when_the_sender_has_none():
