@@ -36,7 +36,7 @@ from _migration_fakes import (
     running_state,
 )
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.testing import patch_module_args
+from conftest import patch_module_args
 
 from ansible_collections.ferry.runc.plugins.module_utils import _manifest, _receiver, _report
 from ansible_collections.ferry.runc.plugins.module_utils._channel import ChannelError, PeerFailed, connect
