@@ -114,3 +114,16 @@ bench: venv collection host-packages examples lab-up
 
 bench-quick: venv collection host-packages examples lab-up
 	$(BIN)/ansible-playbook bench/bench.yml -e bench_profile=quick -e bench_report_out=$(CURDIR)/docs/benchmarks/quick
+
+# The support window (issue 20): ansible-test sanity and the unit tests under the lowest ansible-core that
+# meta/runtime.yml allows and under the newest release, each in its own .venv-core-<version> (tests/core-versions.sh).
+CORE_SERIES := 2.16 2.21
+CORE_STEPS := $(foreach series,$(CORE_SERIES),core-$(series)-sanity core-$(series)-unit)
+.PHONY: core-versions $(CORE_STEPS)
+core-versions: $(CORE_STEPS)
+
+$(filter %-sanity,$(CORE_STEPS)): core-%-sanity: host-packages
+	tests/core-versions.sh $* sanity
+
+$(filter %-unit,$(CORE_STEPS)): core-%-unit: collection
+	tests/core-versions.sh $* unit
