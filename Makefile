@@ -47,9 +47,9 @@ host-packages:
 	fi
 
 venv: $(VENV)/.installed
-$(VENV)/.installed: requirements.txt | host-packages
+$(VENV)/.installed: tests/requirements-dev.txt | host-packages
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q -r tests/requirements-dev.txt
 	touch $@
 
 collection: $(COLLECTION_LINK)
