@@ -115,10 +115,11 @@ bench: venv collection host-packages examples lab-up
 bench-quick: venv collection host-packages examples lab-up
 	$(BIN)/ansible-playbook bench/bench.yml -e bench_profile=quick -e bench_report_out=$(CURDIR)/docs/benchmarks/quick
 
-# The support window (issue 20): ansible-test sanity and the unit tests under the lowest ansible-core that
-# meta/runtime.yml allows and under the newest release, each in its own .venv-core-<version> (tests/core-versions.sh).
+# The support window (issue 20): ansible-test sanity, the unit tests and the installed collection's docs and
+# playbook syntax under the lowest ansible-core that meta/runtime.yml allows and under the newest release, each in
+# its own .venv-core-<version> (tests/core-versions.sh).
 CORE_SERIES := 2.16 2.21
-CORE_STEPS := $(foreach series,$(CORE_SERIES),core-$(series)-sanity core-$(series)-unit)
+CORE_STEPS := $(foreach series,$(CORE_SERIES),core-$(series)-sanity core-$(series)-unit core-$(series)-install)
 .PHONY: core-versions $(CORE_STEPS)
 core-versions: $(CORE_STEPS)
 
@@ -127,3 +128,11 @@ $(filter %-sanity,$(CORE_STEPS)): core-%-sanity: host-packages
 
 $(filter %-unit,$(CORE_STEPS)): core-%-unit: collection
 	tests/core-versions.sh $* unit
+
+$(filter %-install,$(CORE_STEPS)): core-%-install:
+	tests/core-versions.sh $* install
+
+# The collection as a user installs it (issue 20).
+.PHONY: collection-install
+collection-install: venv
+	tests/collection-install.sh

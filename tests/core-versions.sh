@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs ansible-test sanity or the unit tests under one ansible-core series, in the virtual environment
-# .venv-core-<version> made with a Python that series supports:  tests/core-versions.sh 2.16 sanity|unit
+# .venv-core-<version> made with a Python that series supports; or installs the built collection with it and
+# reads its docs (tests/collection-install.sh):  tests/core-versions.sh 2.16 sanity|unit|install
 # Without such a Python here the leg says "not-run" and fails, so a leg that did not run never counts as passed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -60,6 +61,9 @@ case $what in
     "$venv/bin/python" tests/sanity/seed_pip_bootstrap.py
     (cd "$root" && ansible-test sanity --venv --python "${py_version%.*}")
     ;;
-  *) echo "unknown leg: $what (sanity or unit)" >&2; exit 2 ;;
+  install)
+    tests/collection-install.sh "$venv/bin"
+    ;;
+  *) echo "unknown leg: $what (sanity, unit or install)" >&2; exit 2 ;;
 esac
 echo "ferry.runc test step passed: $step (ansible-core $version, Python $py_version)"
