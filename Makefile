@@ -132,7 +132,17 @@ $(filter %-unit,$(CORE_STEPS)): core-%-unit: collection
 $(filter %-install,$(CORE_STEPS)): core-%-install:
 	tests/core-versions.sh $* install
 
-# The collection as a user installs it (issue 20).
-.PHONY: collection-install
+# The collection as a user installs it, and its docs (issue 20).
+.PHONY: collection-install docsite changelog docsite-pages
 collection-install: venv
 	tests/collection-install.sh
+
+docsite: venv collection
+	tests/docsite.sh
+
+# What docsite checks is made by these: CHANGELOG.md from changelogs/, docs/docsite/rst/ from docs/*.md.
+changelog: venv collection
+	tests/changelog.sh
+
+docsite-pages: venv
+	$(BIN)/python tests/docsite_pages.py
