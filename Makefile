@@ -47,9 +47,9 @@ host-packages:
 	fi
 
 venv: $(VENV)/.installed
-$(VENV)/.installed: requirements.txt | host-packages
+$(VENV)/.installed: tests/requirements-dev.txt | host-packages
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q -r tests/requirements-dev.txt
 	touch $@
 
 collection: $(COLLECTION_LINK)
@@ -114,3 +114,35 @@ bench: venv collection host-packages examples lab-up
 
 bench-quick: venv collection host-packages examples lab-up
 	$(BIN)/ansible-playbook bench/bench.yml -e bench_profile=quick -e bench_report_out=$(CURDIR)/docs/benchmarks/quick
+
+# The support window (issue 20): ansible-test sanity, the unit tests and the installed collection's docs and
+# playbook syntax under the lowest ansible-core that meta/runtime.yml allows and under the newest release, each in
+# its own .venv-core-<version> (tests/core-versions.sh).
+CORE_SERIES := 2.16 2.21
+CORE_STEPS := $(foreach series,$(CORE_SERIES),core-$(series)-sanity core-$(series)-unit core-$(series)-install)
+.PHONY: core-versions $(CORE_STEPS)
+core-versions: $(CORE_STEPS)
+
+$(filter %-sanity,$(CORE_STEPS)): core-%-sanity: host-packages
+	tests/core-versions.sh $* sanity
+
+$(filter %-unit,$(CORE_STEPS)): core-%-unit: collection
+	tests/core-versions.sh $* unit
+
+$(filter %-install,$(CORE_STEPS)): core-%-install:
+	tests/core-versions.sh $* install
+
+# The collection as a user installs it, and its docs (issue 20).
+.PHONY: collection-install docsite changelog docsite-pages
+collection-install: venv
+	tests/collection-install.sh
+
+docsite: venv collection
+	tests/docsite.sh
+
+# What docsite checks is made by these: CHANGELOG.md from changelogs/, docs/docsite/rst/ from docs/*.md.
+changelog: venv collection
+	tests/changelog.sh
+
+docsite-pages: venv
+	$(BIN)/python tests/docsite_pages.py

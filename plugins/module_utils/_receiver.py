@@ -393,7 +393,8 @@ class Receiver:
     def _start_lazy_daemon(self, directory: str, lazy: dict[str, Any]) -> None:
         argv = [self.criu_path, "lazy-pages", "--page-server", "--address", lazy["address"], "--port", str(lazy["port"]),
                 "-D", directory, "-o", "lazy-pages.log"] + tls_args(self.tls_paths)
-        self.lazy_daemon = subprocess.Popen(  # pylint: disable=consider-using-with
+        # run_command waits for the command's end; the daemon serves pages while the restore runs.
+        self.lazy_daemon = subprocess.Popen(  # pylint: disable=consider-using-with,ansible-bad-function
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
         socket_path = os.path.join(directory, "lazy-pages.socket")

@@ -187,7 +187,8 @@ def spawn_detached(argv: list[str], log_path: str, status_fd: int) -> subprocess
     """Start argv in its own session (an SSH session or an agent can end without it), stdin from /dev/null, stdout
     and stderr appended to log_path, and status_fd as its descriptor CHECKPOINT_STATUS_FD."""
     with open(log_path, "ab") as log:
-        return subprocess.Popen(  # pylint: disable=consider-using-with
+        # run_command waits for the command's end; this runc must outlive the module.
+        return subprocess.Popen(  # pylint: disable=consider-using-with,ansible-bad-function
             argv,
             stdin=subprocess.DEVNULL,
             stdout=log,

@@ -7,16 +7,30 @@ style) use the same structure: see ``module_cases``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pathlib
 import threading
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
+from unittest import mock
 
 import pytest
 import yaml
 
+from ansible.module_utils import basic
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.testing import patch_module_args
+
+try:
+    from ansible.module_utils.testing import patch_module_args
+except ImportError:  # ansible-core < 2.19 has no testing helper; AnsibleModule reads the same _ANSIBLE_ARGS there.
+
+    @contextlib.contextmanager
+    def patch_module_args(args: dict[str, Any] | None = None) -> Iterator[None]:
+        """Expose the given module args to AnsibleModule instances created within this context."""
+        encoded = json.dumps({"ANSIBLE_MODULE_ARGS": args or {}}).encode()
+        with mock.patch.object(basic, "_ANSIBLE_ARGS", encoded):
+            yield
+
 
 FAKE_BIN_DIR = "/usr/bin"
 

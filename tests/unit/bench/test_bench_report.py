@@ -226,7 +226,7 @@ def test_targets_not_met_when_post_copy_grows_with_size():
 
 
 def test_main_writes_the_report_files(tmp_path, capsys):
-    # plot() needs matplotlib, pinned in requirements.txt.
+    # plot() needs matplotlib, pinned in tests/requirements-dev.txt (tests/requirements-core.txt for the core legs).
     results = tmp_path / "raw"
     results.mkdir()
     (results / "meta.json").write_text(json.dumps(META), encoding="utf-8")

@@ -14,6 +14,7 @@ import statistics
 import struct
 import threading
 import time
+from functools import partial
 from typing import Any, Callable, Dict, List, Optional
 
 import pytest
@@ -175,7 +176,7 @@ def proxied(request):
     opened = []
 
     def open_with(**proxy_args: Any):
-        sender, receiver, relay = open_pair(proxy=lambda port: FrameProxy(port, **proxy_args))
+        sender, receiver, relay = open_pair(proxy=partial(FrameProxy, **proxy_args))
         opened.append((sender, receiver, relay))
         return sender, receiver, relay
 
