@@ -55,6 +55,7 @@ def build(plan: Mapping[str, Any], sender: Mapping[str, Any], receiver: Mapping[
         "strategy_reason": plan["strategy_reason"],
         "transport": plan["transport"],
         "bundle_sync": plan["bundle_sync"],
+        "bundle_passes": bundle_sync,
         "page_stream_tls": sender.get("page_stream") == "tls",
         "page_stream": PAGE_STREAMS.get(sender.get("page_stream", "none"), sender.get("page_stream")),
         "outcome": settled["outcome"] if _acted(settled) else _outcome(sender),

@@ -68,6 +68,11 @@ def test_the_report_says_whether_the_page_stream_used_tls():
     assert build(PLAN, sender_with(page_stream="tls"), RECEIVER, CONTROLLER, {})["page_stream_tls"] is True
 
 
+def test_the_report_lists_the_bundle_passes_with_what_they_skipped():
+    passes = [{"step": "bundle copy", "bytes": 10, "seconds": 0.1, "skipped": ["rootfs/dev/null"]}]
+    assert build(PLAN, sender_with(bundle_sync=passes), RECEIVER, CONTROLLER, {})["bundle_passes"] == passes
+
+
 def test_the_report_says_when_pages_crossed_the_link_unauthenticated():
     report = build(PLAN, sender_with(page_stream="plaintext"), RECEIVER, CONTROLLER, {})
     assert report["page_stream_tls"] is False
