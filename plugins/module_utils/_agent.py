@@ -108,7 +108,8 @@ def launch(runner: Any, directory: str, side: str, params: Mapping[str, Any], la
     launcher systemd (what the modules use) starts a transient unit; process a plain child in a session of its own."""
     command = agent_command(directory, side, write_params(directory, side, params, launcher))
     if launcher == "process":
-        process = subprocess.Popen(  # pylint: disable=consider-using-with
+        # The agent outlives the module that starts it, which run_command cannot do.
+        process = subprocess.Popen(  # pylint: disable=consider-using-with,ansible-bad-function
             command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
         return {"pid": process.pid, "status_path": status_path(directory, side)}

@@ -578,7 +578,7 @@ def _run_logged(argv: list[str], work: str) -> int:
     """runc restore with stdin from /dev/null and its output in a file: never pipes, which a restored container could
     inherit from runc and would lose when this agent ends."""
     with open(os.path.join(work, RUNC_RESTORE_OUTPUT), "ab") as log:
-        return subprocess.call(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        return subprocess.call(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)  # pylint: disable=ansible-bad-function
 
 
 def _identity(pid: int) -> dict[str, Any]:

@@ -238,9 +238,10 @@ class Sender:
                                                 self.params["launcher"])
 
     def _freeze(self) -> None:
-        self.runc.run("pause the container on the source", "pause", self.container)
+        """The freeze counts from before runc pause: a failure while it runs (a signal) may follow a pause that took."""
         self.frozen_at = time.monotonic()
         self.report["frozen_at"] = time.time()
+        self.runc.run("pause the container on the source", "pause", self.container)
         self._progress("frozen")
 
     def _final_dump(self) -> None:

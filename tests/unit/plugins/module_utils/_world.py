@@ -88,9 +88,9 @@ class Host:
 
     # -- containers ---------------------------------------------------------------------------------------------------
 
-    def run_container(self, bundle: Path) -> None:
+    def run_container(self, bundle: Path, stdout: Any = subprocess.DEVNULL) -> None:
         argv = [sys.executable, str(HERE / "fakecontainer.py"), str(self.dir / f"{CONTAINER}.counter"), "0"]
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,  # pylint: disable=consider-using-with
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout,  # pylint: disable=consider-using-with
                                    stderr=subprocess.DEVNULL, start_new_session=True)
         self._write_state({CONTAINER: {"pid": process.pid, "status": "running", "bundle": str(bundle), "created": time.time()}})
         while self.count() < 3:
@@ -364,6 +364,8 @@ class World:
         elif action["action"].startswith("kill-"):
             self.kill(action["action"][len("kill-"):])
             self.agents[action["action"][len("kill-"):]].wait()
+        elif action["action"].startswith("terminate-"):
+            os.kill(self.agents[action["action"][len("terminate-"):]].pid, signal.SIGTERM)
 
     def _watch_events(self) -> None:
         while not self.closed.is_set():
@@ -374,8 +376,8 @@ class World:
 
     # -- running the migration ----------------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        self.source.run_container(self.bundle)
+    def start(self, container_stdout: Any = subprocess.DEVNULL) -> None:
+        self.source.run_container(self.bundle, container_stdout)
         self.count_at_start = self.source.count()
         self._launch(self.destination, "receiver", self.receiver_params)
         self._launch(self.source, "sender", self.sender_params)
@@ -398,13 +400,17 @@ class World:
                 self.agents[side].wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired as exc:
                 raise AssertionError(f"the {side} agent did not end within {AGENT_END_TIMEOUT} s: {self.statuses()}") from exc
-        # The guardian watches the sender: give it the time to act on the sender's end.
+        # The sender starts the guardian before it freezes: then give the guardian the time to start and to act.
+        sender = self.source.status("sender") or {}
+        if not any(entry["phase"] == "frozen" for entry in sender.get("history", [])):
+            return
         guardian_deadline = time.monotonic() + 10
         while time.monotonic() < guardian_deadline:
             guardian = self.source.status("guardian")
-            if guardian is None or guardian.get("finished") or not _alive(guardian.get("agent")):
+            if guardian is not None and (guardian.get("finished") or not _alive(guardian.get("agent"))):
                 return
             time.sleep(0.1)
+        raise AssertionError(f"the guardian did not end within 10 s of the sender: {self.source.status('guardian')}")
 
     def statuses(self) -> Dict[str, Any]:
         return {side: host.status(side) for host, side in ((self.source, "sender"), (self.destination, "receiver"))}

@@ -5,6 +5,7 @@ and how), and nothing was deleted."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -147,6 +148,11 @@ def both(*injections):
     return lambda world: [inject(world) for inject in injections]
 
 
+def short_stats(host: str):
+    """CRIU ignores write errors of its statistics file: this host's dumps or restores leave a short one."""
+    return lambda world: (getattr(world, host).dir / "short-stats").touch()
+
+
 def foreign_leave_stopped(world) -> None:
     (world.source.criu_dir / "runc.conf").write_text("leave-stopped\n")
 
@@ -198,6 +204,12 @@ CASES = [
     Case("pre-copy round", "pre-dump fails", command("source", "--pre-dump", "before", "fail"), "source", strategy="pre-copy"),
     Case("final dump", "lazy dump never ready", command("source", "--lazy-pages", "before", "fail"), "source", strategy="post-copy"),
     Case("restore", "images altered", tamper("final"), "source"),
+    Case("restore", "a short statistics file", short_stats("destination"), "destination"),
+    Case("final dump", "a short statistics file", short_stats("source"), "destination"),
+    Case("freeze", "sender SIGTERM (its unit's time limit)", command("source", "pause", "after", "terminate-sender"), "source"),
+    Case("restore", "cut after, and the held copy's first delete fails",
+         both(message("receiver", "held", "cut", CUT), command("destination", "delete", "before", "fail")), "source",
+         transport="page-server"),
     Case("restore", "fails, and so does the resume",
          both(command("destination", "restore", "before", "fail"), command("source", "resume", "before", "fail")), "source",
          controller=True),
@@ -258,6 +270,22 @@ def test_a_page_stream_without_tls_needs_both_agents_to_allow_plaintext(world):
     sender = migration.statuses()["sender"]
     assert [entry["phase"] for entry in sender["history"]] == ["preparing", "rolled back"]
     assert "CRIU's page stream needs TLS" in sender["result"]["error"] and "page_stream_plaintext" in sender["result"]["error"]
+    assert migration.copies() == {"src": "running", "dst": "absent"}
+
+
+def test_a_container_with_stdout_on_a_pipe_is_refused_before_anything_is_frozen(world):
+    """Its pipe's other end stays here: the restored copy's next write would kill it with SIGPIPE."""
+    migration = world()
+    read_end, write_end = os.pipe()
+    try:
+        migration.start(container_stdout=write_end)
+        migration.wait_for_agents()
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    sender = migration.statuses()["sender"]
+    assert [entry["phase"] for entry in sender["history"]] == ["preparing", "rolled back"]
+    assert "its stdout is a pipe to a process on this host, which does not move with it" in sender["result"]["error"]
     assert migration.copies() == {"src": "running", "dst": "absent"}
 
 
