@@ -81,8 +81,7 @@ molecule: venv collection host-packages
 	rm -rf $(MOLECULE_EPHEMERAL_DIRECTORY)
 	$(BIN)/molecule test --all
 
-# The prerequisites first: run-all.sh runs the lab's boot beside the other steps.
-test: venv collection host-packages
+test: venv
 	tests/run-all.sh lint sanity unit molecule
 
 # The lab's own playbooks (molecule's default scenario runs the same ones); they are idempotent, and with other
