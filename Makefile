@@ -25,6 +25,9 @@ LAB_SSH := ssh -i $(FERRY_LAB_DIR)/id_ed25519 -o StrictHostKeyChecking=no -o Use
 HOST_PACKAGES := qemu-system-x86 qemu-utils debootstrap e2fsprogs openssh-client openssl rsync git shellcheck \
                  python3-venv gcc libc6-dev
 
+# mitogen's strategy plugins in the venv, for the molecule scenarios that run under mitogen_linear (their molecule.yml).
+export FERRY_MITOGEN_STRATEGY_PLUGINS := $(CURDIR)/$(VENV)/lib/python$(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')/site-packages/ansible_mitogen/plugins/strategy
+
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_CONFIG := $(MOLECULE)/ansible.cfg

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs each test step given as a make target, fastest first, and ends with one summary line.
+# Runs each test step given as a make target, fastest first, and ends with the minutes of each step and of each
+# molecule scenario, then one summary line.
 # A step that fails does not stop the fast ones; the slow molecule step only runs when all before it passed.
 # Each step's output also goes to .build/test-logs/STEP.log; for a failed step, the Ansible failures that ended its
 # plays are printed again just above the summary, where CI's short view of the output still shows them.
@@ -8,7 +9,17 @@ cd "$(dirname "$0")/.." || exit 1
 log_dir=.build/test-logs
 mkdir -p "$log_dir"
 
+minutes() {
+  awk -v seconds="$1" 'BEGIN { printf "%.1f", seconds / 60 }'
+}
+
+# One line of the times table: what, seconds, how it ended.
+time_line() {
+  printf '%-26s %5s min  %s\n' "$1" "$(minutes "$2")" "$3"
+}
+
 results=()
+times=()
 failed=0
 failed_logs=()
 for step in "$@"; do
@@ -18,20 +29,30 @@ for step in "$@"; do
   fi
   echo "=== ferry.runc test step: $step"
   start=$SECONDS
-  if make --no-print-directory "$step" 2>&1 | tee "$log_dir/$step.log"; then
-    results+=("$step=passed($((SECONDS - start))s)")
+  if make --no-print-directory "$step" 2>&1 | python3 tests/step_tee.py "$log_dir/$step.log" "$log_dir/$step.times"; then
+    status=passed
   else
-    results+=("$step=FAILED($((SECONDS - start))s)")
+    status=FAILED
     failed=$((failed + 1))
     failed_logs+=("$log_dir/$step.log")
   fi
+  times+=("$(time_line "$step" $((SECONDS - start)) "$status")")
+  scenarios=()
+  while read -r scenario seconds scenario_status; do
+    scenarios+=("$scenario=$(minutes "$seconds")")
+    times+=("$(time_line "  $scenario" "$seconds" "$scenario_status")")
+  done <"$log_dir/$step.times"
+  results+=("$step=$status($(minutes $((SECONDS - start))) min${scenarios:+: ${scenarios[*]}})")
 done
 
 for log in "${failed_logs[@]}"; do
   python3 tests/failure_excerpt.py "$log"
 done
 
+echo "=== ferry.runc test times:"
+printf '%s\n' "${times[@]}"
+time_line total "$SECONDS" ""
 verdict=PASSED
 [ "$failed" -eq 0 ] || verdict=FAILED
-echo "ferry.runc test summary: $verdict: ${results[*]}"
+echo "ferry.runc test summary: $verdict: ${results[*]} total=$(minutes "$SECONDS") min"
 [ "$failed" -eq 0 ]
