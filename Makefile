@@ -28,6 +28,10 @@ HOST_PACKAGES := qemu-system-x86 qemu-utils debootstrap e2fsprogs openssh-client
 # mitogen's strategy plugins in the venv, for the molecule scenarios that run under mitogen_linear (their molecule.yml).
 export FERRY_MITOGEN_STRATEGY_PLUGINS := $(CURDIR)/$(VENV)/lib/python$(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')/site-packages/ansible_mitogen/plugins/strategy
 
+# The lowest ansible-core series meta/runtime.yml allows, with its own environment (tests/core-versions.sh).
+LOWEST_CORE := 2.16
+export FERRY_LOWEST_CORE_BIN := $(CURDIR)/.venv-core-$(LOWEST_CORE)/bin
+
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_CONFIG := $(MOLECULE)/ansible.cfg
@@ -77,12 +81,12 @@ unit: venv collection
 
 # molecule's state says "created" whenever an earlier run did not reach its destroy step, even when those VMs are
 # long gone (a reboot, a killed job): it is dropped so that create.yml, idempotent, always checks the real lab.
-molecule: venv collection host-packages
+molecule: venv collection host-packages core-$(LOWEST_CORE)-venv
 	rm -rf $(MOLECULE_EPHEMERAL_DIRECTORY)
 	$(BIN)/molecule test --all
 
 test: venv
-	tests/run-all.sh lint sanity unit molecule
+	tests/run-all.sh lint sanity unit $(CORE_STEPS) collection-install docsite molecule
 
 # The lab's own playbooks (molecule's default scenario runs the same ones); they are idempotent, and with other
 # FERRY_LAB_DIR/FERRY_LAB_PORT_BASE values they run a second lab beside the first.
@@ -120,11 +124,15 @@ bench-quick: venv collection host-packages examples lab-up
 
 # The support window (issue 20): ansible-test sanity, the unit tests and the installed collection's docs and
 # playbook syntax under the lowest ansible-core that meta/runtime.yml allows and under the newest release, each in
-# its own .venv-core-<version> (tests/core-versions.sh).
-CORE_SERIES := 2.16 2.21
+# its own .venv-core-<series> (tests/core-versions.sh).
+CORE_SERIES := $(LOWEST_CORE) 2.21
 CORE_STEPS := $(foreach series,$(CORE_SERIES),core-$(series)-sanity core-$(series)-unit core-$(series)-install)
-.PHONY: core-versions $(CORE_STEPS)
+.PHONY: core-versions $(CORE_STEPS) core-$(LOWEST_CORE)-venv
 core-versions: $(CORE_STEPS)
+
+# The faults scenario runs one migration with the lowest series' ansible-playbook (its case 13).
+core-$(LOWEST_CORE)-venv:
+	tests/core-versions.sh $(LOWEST_CORE) venv
 
 $(filter %-sanity,$(CORE_STEPS)): core-%-sanity: host-packages
 	tests/core-versions.sh $* sanity

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs ansible-test sanity or the unit tests under one ansible-core series, in the virtual environment
-# .venv-core-<version> made with a Python that series supports; or installs the built collection with it and
-# reads its docs (tests/collection-install.sh):  tests/core-versions.sh 2.16 sanity|unit|install
+# .venv-core-<series> made with a Python that series supports; or installs the built collection with it and
+# reads its docs (tests/collection-install.sh); or only makes the environment (venv, for the lab's case 13 of faults):
+#   tests/core-versions.sh 2.16 sanity|unit|install|venv
 # Without such a Python here the leg says "not-run" and fails, so a leg that did not run never counts as passed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,7 +37,7 @@ fi
 py_version=$("$python" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')
 
 # The environment is made again only when the version, the Python or tests/requirements-core.txt changed.
-venv=.venv-core-$version
+venv=.venv-core-$series
 key=$( { echo "$version $python $py_version"; cat tests/requirements-core.txt; } | sha256sum | cut -c1-16)
 if [ "$(cat "$venv/.installed" 2>/dev/null)" != "$key" ]; then
   echo "making $venv with Python $py_version"
@@ -49,6 +50,8 @@ export PATH="$PWD/$venv/bin:$PATH"
 echo "ansible-core $("$venv/bin/python" -c 'from ansible.release import __version__; print(__version__)') on Python $py_version: $what"
 
 case $what in
+  venv)
+    ;;
   unit)
     "$venv/bin/python" -m pytest -q tests/unit
     ;;
@@ -64,6 +67,6 @@ case $what in
   install)
     tests/collection-install.sh "$venv/bin"
     ;;
-  *) echo "unknown leg: $what (sanity, unit or install)" >&2; exit 2 ;;
+  *) echo "unknown leg: $what (sanity, unit, install or venv)" >&2; exit 2 ;;
 esac
 echo "ferry.runc test step passed: $step (ansible-core $version, Python $py_version)"

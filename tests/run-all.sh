@@ -18,6 +18,9 @@ time_line() {
   printf '%-26s %5s min  %s\n' "$1" "$(minutes "$2")" "$3"
 }
 
+# What each step ran under: the core-* steps print their ansible-core and Python; every other step runs in the venv.
+main_core="ansible-core $(python3 -c 'from ansible.release import __version__; print(__version__)')"
+
 results=()
 times=()
 failed=0
@@ -29,20 +32,25 @@ for step in "$@"; do
   fi
   echo "=== ferry.runc test step: $step"
   start=$SECONDS
-  if make --no-print-directory "$step" 2>&1 | python3 tests/step_tee.py "$log_dir/$step.log" "$log_dir/$step.times"; then
+  log=$log_dir/$step.log
+  if make --no-print-directory "$step" 2>&1 | python3 tests/step_tee.py "$log" "$log_dir/$step.times"; then
     status=passed
+  elif grep -q "^ferry.runc test step not-run: $step:" "$log"; then
+    status=NOT-RUN
+    failed=$((failed + 1))
   else
     status=FAILED
     failed=$((failed + 1))
-    failed_logs+=("$log_dir/$step.log")
+    failed_logs+=("$log")
   fi
+  ran_under=$(sed -n "s/^ferry.runc test step passed: $step (\(.*\))\$/\1/p" "$log")
   times+=("$(time_line "$step" $((SECONDS - start)) "$status")")
   scenarios=()
   while read -r scenario seconds scenario_status; do
     scenarios+=("$scenario=$(minutes "$seconds")")
     times+=("$(time_line "  $scenario" "$seconds" "$scenario_status")")
   done <"$log_dir/$step.times"
-  results+=("$step=$status($(minutes $((SECONDS - start))) min${scenarios:+: ${scenarios[*]}})")
+  results+=("$step=$status(${ran_under:-$main_core}, $(minutes $((SECONDS - start))) min${scenarios:+: ${scenarios[*]}})")
 done
 
 for log in "${failed_logs[@]}"; do
