@@ -71,6 +71,10 @@ class Channel:
     def peer_role(self) -> str:
         return self._peer_role
 
+    @property
+    def peer_address(self) -> str:
+        return self._sock.getpeername()[0]
+
     def _mac(self, direction: str, seq: int, payload: bytes) -> bytes:
         return hmac.new(self._key, f"{direction}|{seq}|".encode() + payload, hashlib.sha256).digest()
 

@@ -11,6 +11,7 @@ A copy that was released is never deleted, except when post-copy could not bring
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import os
 import shutil
@@ -36,6 +37,7 @@ from ansible_collections.ferry.runc.plugins.module_utils._criu import (
 )
 from ansible_collections.ferry.runc.plugins.module_utils._criu_stats import restore_stats_or_none
 from ansible_collections.ferry.runc.plugins.module_utils._errors import CommandError, FerryError, InputError
+from ansible_collections.ferry.runc.plugins.module_utils._firewall import peer_only
 from ansible_collections.ferry.runc.plugins.module_utils._protocol import (
     RECEIVER_ENDS,
     RECEIVER_TRANSITIONS,
@@ -91,6 +93,8 @@ class Receiver:
         self.lazy_daemon: subprocess.Popen | None = None
         self.restored_pid: int | None = None
         self.tls_paths: dict[str, str] = {}
+        # What lives as long as the agent once set up: the page servers' firewall rule.
+        self.held_open = contextlib.ExitStack()
         self.result: dict[str, Any] = {"container": self.container, "requests": [], "outcome": None}
         self.handlers: dict[type, Callable[[Any, Channel], Message | None]] = {
             Prepare: self._prepare, PageServer: self._page_server, Fetch: self._fetch, Restore: self._restore,
@@ -109,6 +113,7 @@ class Receiver:
         finally:
             listener.close()
             self._stop_page_servers()
+            self.held_open.close()
             self.result["phase"] = self.machine.phase.value
             self.result["phases"] = self.machine.history
         return self.result
@@ -159,6 +164,9 @@ class Receiver:
                 self._claim_bundle()
             self._create_directories(message.transport == "shared")
             self._check_cpu(message.cpuinfo)
+            # Post-copy over the page-server transport starts no page server here: the lazy dump serves the pages.
+            if message.transport == "page-server" and message.strategy != "post-copy":
+                self._guard_page_servers(channel)
             if message.transport == "shared":
                 self._check_share(message.share_token)
         except (FerryError, OSError):
@@ -169,6 +177,12 @@ class Receiver:
         self.result["strategy"] = message.strategy
         self.machine.to(R.PREPARED)
         return Done()
+
+    def _guard_page_servers(self, channel: Channel) -> None:
+        """The page servers' port accepts only the sender: its CRIU takes the control channel's route to listen_address,
+        so it connects from the address that channel came from."""
+        self.held_open.enter_context(peer_only(self.runner, self.params["migration_id"], self.params["page_server_port"],
+                                               channel.peer_address))
 
     def _check_request(self, message: Prepare) -> None:
         if message.container != self.container:

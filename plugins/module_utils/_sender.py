@@ -32,6 +32,7 @@ from ansible_collections.ferry.runc.plugins.module_utils._criu import (
 )
 from ansible_collections.ferry.runc.plugins.module_utils._criu_stats import dump_stats_or_none
 from ansible_collections.ferry.runc.plugins.module_utils._errors import CommandError, FerryError, InputError
+from ansible_collections.ferry.runc.plugins.module_utils._firewall import peer_only
 from ansible_collections.ferry.runc.plugins.module_utils._protocol import (
     SENDER_TRANSITIONS,
     SOURCE_IS_THE_CONTAINER,
@@ -84,6 +85,8 @@ class Sender:
         self.created_image_dir = False
         self.tls_paths: dict[str, str] = {}
         self.bundle_sender: _treesync.TreeSender | None = None
+        # What lives as long as the agent, after its recovery too: the lazy page server's firewall rule.
+        self.held_open = contextlib.ExitStack()
         self.started = time.monotonic()
         self.report: dict[str, Any] = {
             "container": self.container,
@@ -107,6 +110,7 @@ class Sender:
         except BaseException as exc:  # pylint: disable=broad-except  # every failure, of any type, runs the recovery
             self._recover(exc)
         finally:
+            self.held_open.close()
             if self.channel:
                 self.report["channel_bytes"] = self.channel.bytes_sent + self.channel.bytes_received
                 self.channel.close()
@@ -117,6 +121,8 @@ class Sender:
 
     def _migrate(self) -> None:
         bundle = self._check_container()
+        if self.params["strategy"] == "post-copy":
+            self._guard_lazy_port()
         share_token = self._prepare_image_dir()
         self.channel = self._connect()
         self._prepare_receiver(bundle, share_token)
@@ -154,6 +160,12 @@ class Sender:
             raise InputError(f"container {self.container} cannot move: " + "; ".join(problems), step="preflight")
         self.report["bundle"] = state["bundle"]
         return state["bundle"]
+
+    def _guard_lazy_port(self) -> None:
+        """The lazy dump's page server accepts only the destination (reaching it from its migration address); set up
+        before anything is frozen, so that it costs no downtime and a host without iptables refuses in the preflight."""
+        self.held_open.enter_context(peer_only(self.runner, self.params["migration_id"], self.params["lazy_port"],
+                                               self.params["receiver_address"]))
 
     def _prepare_image_dir(self) -> str | None:
         """This migration's image directory (it must be new: everything in it is then ours to remove), with the CPU's

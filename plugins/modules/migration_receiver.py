@@ -60,7 +60,10 @@ options:
     type: int
     default: 27100
   page_server_port:
-    description: TCP port of the CRIU page servers started for the page-server transport.
+    description:
+      - TCP port of the CRIU page servers started for the page-server transport.
+      - While the agent runs, an C(iptables) (C(ip6tables) for an IPv6 sender) rule lets only the sender's address
+        reach it.
     type: int
     default: 27101
   verify_images:

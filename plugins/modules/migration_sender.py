@@ -81,7 +81,10 @@ options:
     description: Address of this host where the destination fetches pages from, with O(strategy=post-copy).
     type: str
   lazy_port:
-    description: TCP port of the source's page server with O(strategy=post-copy).
+    description:
+      - TCP port of the source's page server with O(strategy=post-copy).
+      - While the agent runs, an C(iptables) (C(ip6tables) for an IPv6 receiver) rule lets only O(receiver_address)
+        reach it.
     type: int
     default: 27102
   downtime_budget_ms:

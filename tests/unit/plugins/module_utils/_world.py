@@ -1,11 +1,12 @@
 """Two fake hosts and the link between them, for whole migrations by the real agents as real processes.
 
-Each host is a directory of tmp_path with fake runc and criu (fakehost.py) on its PATH and its own mount namespace in
-which /run/ferry-runc and /etc/criu are its own directories: the agents run exactly as on a host (their code from the
-action plugin's zip, their parameters, status files, runc's CRIU configuration and its lock), and a SIGKILL is a
-SIGKILL. The control channel runs through a proxy (Link) that can cut the link at a given message, for a given time,
-or make it flap. The controller's part - awaiting the agents, then settling what they left - runs the collection's
-modules (migration_status, migration_resolve) in the hosts' namespaces and decides with the protocol's resolve().
+Each host is a directory of tmp_path with fake runc, criu, iptables and ip6tables (fakehost.py) first on its PATH
+and its own mount namespace in which /run/ferry-runc and /etc/criu are its own directories: the agents run exactly as
+on a host (their code from the action plugin's zip, their parameters, status files, runc's CRIU configuration and its
+lock, the firewall rules), and a SIGKILL is a SIGKILL. The control channel runs through a proxy (Link) that can cut
+the link at a given message, for a given time, or make it flap. The controller's part - awaiting the agents, then
+settling what they left - runs the collection's modules (migration_status, migration_resolve) in the hosts'
+namespaces and decides with the protocol's resolve().
 
 Needs root (mount namespaces), like the lab.
 """
@@ -62,7 +63,7 @@ class Host:
         self.bin = self.dir / "bin"
         for path in (self.run_dir, self.criu_dir, self.bin):
             path.mkdir(parents=True)
-        for tool in ("runc", "criu"):
+        for tool in ("runc", "criu", "iptables", "ip6tables"):
             wrapper = self.bin / tool
             wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} {HERE / "fakehost.py"} {tool} "$@"\n')
             wrapper.chmod(0o755)
@@ -123,6 +124,19 @@ class Host:
 
     def commands(self) -> List[List[str]]:
         path = self.dir / "commands.log"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def rules(self, tool: str = "iptables") -> List[str]:
+        """The INPUT chain's rules, as iptables -S lists them after -A INPUT."""
+        path = self.dir / f"{tool}.json"
+        return json.loads(path.read_text()) if path.exists() else []
+
+    def set_rules(self, rules: List[str], tool: str = "iptables") -> None:
+        (self.dir / f"{tool}.json").write_text(json.dumps(rules))
+
+    def guards(self) -> List[Dict[str, Any]]:
+        """Each page server that started here: its port and the rules in force then."""
+        path = self.dir / "guards.log"
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
     def add_fault(self, command: str, when: str, do: str, event: Optional[Dict[str, Any]] = None) -> None:

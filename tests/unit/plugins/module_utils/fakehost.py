@@ -1,8 +1,10 @@
 """A stand-in for runc and CRIU on one fake host, for the agents' fault tests (see _world.py).
 
-Called as `fakehost.py runc ARGS...` or `fakehost.py criu ARGS...` (through the wrappers _world.py writes). The host's
-state lives in $FERRY_FAKE_HOST (state.json, each container's counter file) and the link between the fake hosts in
-$FERRY_FAKE_NET (where page servers and lazy dumps meet). A container is a real process that counts in its counter
+Called as `fakehost.py runc ARGS...`, `fakehost.py criu ARGS...`, `fakehost.py iptables ARGS...` or `fakehost.py
+ip6tables ARGS...` (through the wrappers _world.py writes). The host's state lives in $FERRY_FAKE_HOST (state.json,
+each container's counter file, iptables.json and ip6tables.json: the INPUT chain's rules) and the link between the fake
+hosts in $FERRY_FAKE_NET (where page servers and lazy dumps meet). Each page server that starts (the receiver's, a lazy
+dump) records the rules then in force in guards.log. A container is a real process that counts in its counter
 file, so running, paused (SIGSTOP, like the freezer) and held (stopped by itself before its first count, like CRIU's
 leave-stopped) show in /proc exactly as the agents look at them. A container's "memory" is its count: a dump writes
 it into the images, a restore goes on from it.
@@ -15,6 +17,7 @@ the test (a file in $FERRY_FAKE_NET/events), which acts on it (cuts the link, ki
 from __future__ import annotations
 
 import fcntl
+import ipaddress
 import json
 import os
 import signal
@@ -30,19 +33,22 @@ CONTAINER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fakecontai
 
 
 class State:
-    """state.json under an exclusive lock for the whole command."""
+    """NAME.json (the containers in state.json by default) under an exclusive lock for the whole command."""
 
-    def __enter__(self) -> dict:
-        self.lock = open(os.path.join(HOST, "state.lock"), "w")  # pylint: disable=consider-using-with
+    def __init__(self, name: str = "state", empty=dict) -> None:
+        self.path = os.path.join(HOST, f"{name}.json")
+        self.empty = empty
+
+    def __enter__(self):
+        self.lock = open(self.path[:-len(".json")] + ".lock", "w")  # pylint: disable=consider-using-with
         fcntl.flock(self.lock, fcntl.LOCK_EX)
-        path = os.path.join(HOST, "state.json")
-        self.containers = json.load(open(path)) if os.path.exists(path) else {}
-        return self.containers
+        self.content = json.load(open(self.path)) if os.path.exists(self.path) else self.empty()
+        return self.content
 
     def __exit__(self, *exc) -> None:
-        with open(os.path.join(HOST, "state.json.tmp"), "w") as handle:
-            json.dump(self.containers, handle)
-        os.replace(os.path.join(HOST, "state.json.tmp"), os.path.join(HOST, "state.json"))
+        with open(self.path + ".tmp", "w") as handle:
+            json.dump(self.content, handle)
+        os.replace(self.path + ".tmp", self.path)
         self.lock.close()
 
 
@@ -219,6 +225,7 @@ def runc_checkpoint(args: list[str]) -> None:
             os.kill(entry["pid"], signal.SIGKILL)
             del containers[container]
     if "--lazy-pages" in flags:
+        record_guards("lazy dump", flags["--page-server"].rsplit(":", 1)[1])
         serve_lazily(flags["--page-server"], int(flags["--status-fd"]))
 
 
@@ -301,6 +308,7 @@ def value(args: list[str], flag: str) -> str:
 def page_server(args: list[str]) -> None:
     """Daemonized: a sleeper stands for the server; pages go to its directory (the checkpoint finds it in NET)."""
     directory = value(args, "-D")
+    record_guards("page-server", value(args, "--port"))
     with open(os.path.join(NET, f"{value(args, '--address')}:{value(args, '--port')}"), "w") as handle:
         handle.write(directory)
     process = subprocess.Popen(["sleep", "30"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,  # pylint: disable=consider-using-with
@@ -338,9 +346,98 @@ def lazy_pages(args: list[str]) -> None:
         handle.write("0\n")
 
 
+# -- iptables and ip6tables: the INPUT chain only --------------------------------------------------------------------
+
+FAMILIES = {"iptables": 4, "ip6tables": 6}
+RULE_OPTIONS = ("-p", "--dport", "-s", "--comment", "-j", "--reject-with")
+BARE_CHARACTERS = "_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+NO_RULE = "Bad rule (does a matching rule exist in that chain?)."
+
+
+def iptables(tool: str, args: list[str]) -> None:
+    """-w (the lock: always free here), then -S INPUT, or -I / -D INPUT with a rule."""
+    fault(args, "before")
+    if args[:1] == ["-w"]:
+        args = args[1:]
+    if args[1:2] != ["INPUT"] or args[0] not in ("-S", "-I", "-D"):
+        iptables_fail(tool, f"unsupported by the fake: {' '.join(args)}", 2)
+    with State(tool, empty=list) as rules:
+        if args[0] == "-S":
+            print("-P INPUT ACCEPT")
+            print("".join(f"-A INPUT {listed}\n" for listed in rules), end="")
+        elif args[0] == "-I":
+            rules.insert(0, listed_rule(tool, args[2:]))
+        elif listed_rule(tool, args[2:]) in rules:
+            rules.remove(listed_rule(tool, args[2:]))
+        else:
+            iptables_fail(tool, NO_RULE, 1)
+
+
+def iptables_fail(tool: str, message: str, code: int) -> None:
+    sys.stderr.write(f"{tool}: {message}\n")
+    sys.exit(code)
+
+
+def listed_rule(tool: str, args: list[str]) -> str:
+    """A rule as iptables -S lists it, whether given as it was inserted or as -S listed it: the source first with its
+    prefix length, the matches the options imply (-m tcp, -m comment), the comment quoted."""
+    options, negated, words = {}, set(), list(args)
+    while words:
+        word = words.pop(0)
+        if word == "!":
+            negated.add(words[0])
+        elif word == "-m":
+            words.pop(0)
+        elif word in RULE_OPTIONS and words:
+            options[word] = words.pop(0)
+        else:
+            iptables_fail(tool, f"unknown option {word!r}", 2)
+    listed = []
+    if "-s" in options:
+        listed += (["!"] if "-s" in negated else []) + ["-s", source_network(tool, options["-s"])]
+    if "-p" in options:
+        listed += ["-p", options["-p"]] + (["-m", options["-p"], "--dport", options["--dport"]] if "--dport" in options else [])
+    if "--comment" in options:
+        listed += ["-m", "comment", "--comment", saved_string(options["--comment"])]
+    for option in ("-j", "--reject-with"):
+        listed += [option, options[option]] if option in options else []
+    return " ".join(listed)
+
+
+def source_network(tool: str, source: str) -> str:
+    try:
+        network = ipaddress.ip_network(source, strict=False)
+    except ValueError:
+        network = None
+    if network is None or network.version != FAMILIES[tool]:
+        iptables_fail(tool, f"host/network `{source}' not found", 2)
+    return str(network)
+
+
+def saved_string(text: str) -> str:
+    """As iptables -S writes a string: bare when it is all letters, digits, _ and -; else in double quotes, with ",
+    \\ and ' escaped by a backslash."""
+    if text and not text.strip(BARE_CHARACTERS):
+        return text
+    return '"' + "".join("\\" + char if char in "\"\\'" else char for char in text) + '"'
+
+
+def record_guards(server: str, port: str) -> None:
+    """The rules in force as a page server starts on port."""
+    rules = {}
+    for tool in FAMILIES:
+        with State(tool, empty=list) as listed:
+            rules[tool] = list(listed)
+    with open(os.path.join(HOST, "guards.log"), "a") as log:
+        log.write(json.dumps({"server": server, "port": int(port), "rules": rules}) + "\n")
+
+
 if __name__ == "__main__":
     with open(os.path.join(HOST, "commands.log"), "a") as record:
         record.write(json.dumps(sys.argv[1:]) + "\n")
     with open(os.path.join(HOST, "timeline.log"), "a") as timeline:
         timeline.write(f"{time.time():.3f} {os.getpid()} ppid={os.getppid()} {sys.argv[1:]}\n")
-    {"runc": runc, "criu": criu}[sys.argv[1]](sys.argv[2:])
+    if sys.argv[1] in FAMILIES:
+        iptables(sys.argv[1], sys.argv[2:])
+    else:
+        {"runc": runc, "criu": criu}[sys.argv[1]](sys.argv[2:])

@@ -13,13 +13,16 @@ import pytest
 
 from _world import World
 
+from ansible_collections.ferry.runc.plugins.module_utils._commands import alive
+
 
 @pytest.fixture
 def world(tmp_path: Path):
     made = []
 
-    def make(**kwargs) -> World:
-        made.append(World(tmp_path, **kwargs))
+    def make(subdirectory: str = "", **kwargs) -> World:
+        (tmp_path / subdirectory).mkdir(exist_ok=True)
+        made.append(World(tmp_path / subdirectory, **kwargs))
         return made[-1]
 
     yield make
@@ -41,11 +44,31 @@ def test_a_migration_without_faults_moves_the_container_with_its_state(world, st
     assert actions(migration.source) == SOURCE_COMMANDS[(strategy, transport)](migration)
     assert actions(migration.destination) == DESTINATION_COMMANDS[(strategy, transport)](migration)
     assert not (migration.destination.criu_dir / "runc.conf").exists(), "the hold section stayed in runc's CRIU configuration"
+    check_guards(migration, "no faults")
 
 
 def actions(host) -> list:
     """The commands a host ran that change something (state, ps and list only read)."""
     return [argv for argv in host.commands() if not (argv[0] == "runc" and argv[3] in ("state", "ps", "list"))]
+
+
+def guard_rule(port: int, owner: dict) -> list:
+    """The arguments of the rule by which only the peer (127.0.0.1) reaches a page server's port."""
+    return ["-p", "tcp", "--dport", str(port), "!", "-s", "127.0.0.1", "-m", "comment", "--comment",
+            f"ferry.runc m1 owner {owner['pid']} {owner['start_time']}", "-j", "REJECT", "--reject-with", "tcp-reset"]
+
+
+def listed_guard_rule(port: int, owner: dict) -> str:
+    """The same rule as iptables -S lists it."""
+    return (f'! -s 127.0.0.1/32 -p tcp -m tcp --dport {port} -m comment --comment "ferry.runc m1 owner {owner["pid"]}'
+            f' {owner["start_time"]}" -j REJECT --reject-with tcp-reset')
+
+
+def guarded(port: int, owner: dict, commands: list) -> list:
+    """commands run while the port accepts only the peer: the rule goes in before them and comes out after them."""
+    rule = guard_rule(port, owner)
+    return [["iptables", "-w", "-S", "INPUT"], ["iptables", "-w", "-I", "INPUT", *rule], *commands,
+            ["iptables", "-w", "-D", "INPUT", *rule]]
 
 
 def source_commands(world, rounds: int = 0, page_server: bool = False, lazy: bool = False) -> list:
@@ -67,12 +90,15 @@ def source_commands(world, rounds: int = 0, page_server: bool = False, lazy: boo
     commands.append(runc + ["--image-path", final, "--work-path", final, *parent, "--leave-running", *target, *options, "c1"])
     if lazy:
         commands.append(["runc", "--root", "/run/runc", "pause", "c1"])
-    return commands + [["runc", "--root", "/run/runc", "delete", "--force", "c1"]]
+    commands.append(["runc", "--root", "/run/runc", "delete", "--force", "c1"])
+    if lazy:
+        return guarded(world.sender_params["lazy_port"], world.source.status("sender")["agent"], commands)
+    return commands
 
 
 def destination_commands(world, rounds: int = 0, page_server: bool = False, lazy: bool = False) -> list:
     images, work, criu = str(world.destination_images), world.receiver_params["work_dir"], str(world.destination.bin / "criu")
-    commands = [["criu", "cpuinfo", "check", "-D", work]]
+    commands = []
     directories = [f"pre{number}" for number in range(1, rounds + 1)] + ["final"]
     for index, directory in enumerate(directories if page_server else []):
         parent = ["--prev-images-dir", f"../{directories[index - 1]}"] if index else []
@@ -86,7 +112,9 @@ def destination_commands(world, rounds: int = 0, page_server: bool = False, lazy
                          "-D", restore_work, "-o", "lazy-pages.log"])
     commands.append(["runc", "--root", "/run/runc", "--criu", criu, "restore", "--image-path", restore_images, "--work-path",
                      restore_work, "--bundle", str(world.bundle), "--detach", *(["--lazy-pages"] if lazy else []), "--file-locks", "c1"])
-    return commands
+    if page_server:
+        commands = guarded(world.receiver_params["page_server_port"], world.destination.status("receiver")["agent"], commands)
+    return [["criu", "cpuinfo", "check", "-D", work], *commands]
 
 
 SOURCE_COMMANDS = {
@@ -234,6 +262,7 @@ def test_after_any_single_fault_exactly_one_copy_runs_with_its_state(world, case
     assert acted == case.controller, context
     check_left(migration, case.expected, context)
     check_images_kept(migration, case.expected, context)
+    check_guards(migration, context)
 
 
 def check_left(migration: World, expected: str, context: str) -> None:
@@ -295,3 +324,63 @@ def check_images_kept(migration: World, expected: str, context: str) -> None:
     frozen = any(entry["phase"] == "frozen" for entry in sender.get("history", []))
     if expected != "destination" and frozen:
         assert migration.source_images.exists(), f"the image directory was removed: {context}"
+
+
+# -- the page servers' ports --------------------------------------------------------------------------------------
+
+
+def check_guards(migration: World, context: str) -> None:
+    """Each page server started while its port accepted only the peer, by the rule of the agent that started it, and
+    no agent that ended left its rule: only a killed agent's stays (the next migration on that host drops it)."""
+    for host, side in ((migration.source, "sender"), (migration.destination, "receiver")):
+        owner = (host.status(side) or {}).get("agent")
+        for guard in host.guards():
+            assert [rule for rule in guard["rules"]["iptables"] if "ferry.runc" in rule] == [
+                listed_guard_rule(guard["port"], owner)], f"{guard} on {host.name}: {context}"
+        left = [rule for rule in host.rules() if "ferry.runc" in rule]
+        if left:
+            assert owner and not alive(owner) and left == [listed_guard_rule(guard_port(migration, side), owner)], (
+                f"{host.name} keeps {left}: {context}")
+
+
+def guard_port(migration: World, side: str) -> int:
+    return migration.sender_params["lazy_port"] if side == "sender" else migration.receiver_params["page_server_port"]
+
+
+def test_a_later_migration_drops_the_rule_a_killed_receiver_left_and_keeps_other_rules(world):
+    killed = world("killed", strategy="pre-copy", transport="page-server")
+    killed.at_message("sender", "page_server", "kill-receiver")
+    killed.start()
+    killed.wait_for_agents()
+    stale = killed.destination.rules()
+    assert stale == [listed_guard_rule(guard_port(killed, "receiver"), killed.destination.status("receiver")["agent"])]
+    foreign = "-p tcp -m tcp --dport 22 -m comment --comment \"someone else's\" -j ACCEPT"
+    later = world("later", strategy="pre-copy", transport="page-server")
+    later.receiver_params["page_server_port"] = killed.receiver_params["page_server_port"]
+    later.destination.set_rules(stale + [foreign])
+    later.start()
+    later.wait_for_agents()
+    assert later.statuses()["receiver"]["phase"] == "done", later.statuses()
+    owner, port = killed.destination.status("receiver")["agent"], killed.receiver_params["page_server_port"]
+    deletion = ["iptables", "-w", "-D", "INPUT", "!", "-s", "127.0.0.1/32", "-p", "tcp", "-m", "tcp", "--dport", str(port),
+                "-m", "comment", "--comment", f"ferry.runc m1 owner {owner['pid']} {owner['start_time']}", "-j", "REJECT",
+                "--reject-with", "tcp-reset"]
+    firewall_commands = [argv for argv in later.destination.commands() if argv[0] == "iptables"]
+    assert firewall_commands[:3] == [["iptables", "-w", "-S", "INPUT"], deletion,
+                                     ["iptables", "-w", "-I", "INPUT", *guard_rule(port, later.destination.status("receiver")["agent"])]]
+    assert later.destination.rules() == [foreign]
+    check_guards(later, "the later migration")
+
+
+@pytest.mark.parametrize(("host", "strategy", "transport"), [("destination", "pre-copy", "page-server"), ("source", "post-copy", "shared")])
+def test_a_page_server_port_that_cannot_be_limited_is_refused_before_anything_is_frozen(world, host: str, strategy: str, transport: str):
+    migration = world(strategy=strategy, transport=transport)
+    command(host, "-I", "before", "fail")(migration)
+    migration.start()
+    migration.wait_for_agents()
+    sender = migration.statuses()["sender"]
+    assert [entry["phase"] for entry in sender["history"]] == ["preparing", "rolled back"]
+    assert "limiting the page server to the peer failed on" in sender["result"]["error"], sender["result"]["error"]
+    assert "iptables could not limit port" in sender["result"]["error"], sender["result"]["error"]
+    assert migration.copies() == {"src": "running", "dst": "absent"}
+    check_guards(migration, "refused")
