@@ -19,7 +19,8 @@ time_line() {
 }
 
 # What each step ran under: the core-* steps print their ansible-core and Python; every other step runs in the venv.
-main_core="ansible-core $(python3 -c 'from ansible.release import __version__; print(__version__)')"
+main_core=$(python3 -c 'import platform; from ansible.release import __version__
+print(f"ansible-core {__version__}, Python {platform.python_version()}")' 2>/dev/null) || main_core="ansible-core not found"
 
 results=()
 times=()
