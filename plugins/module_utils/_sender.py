@@ -44,6 +44,7 @@ from ansible_collections.ferry.runc.plugins.module_utils._protocol import (
     LazyDone,
     Machine,
     Prepare,
+    Prepared,
     Released,
     Restore,
     SenderPhase,
@@ -85,6 +86,7 @@ class Sender:
         self.created_image_dir = False
         self.tls_paths: dict[str, str] = {}
         self.bundle_sender: _treesync.TreeSender | None = None
+        self.receiver_checks_images = True
         # What lives as long as the agent, after its recovery too: the lazy page server's firewall rule.
         self.held_open = contextlib.ExitStack()
         self.started = time.monotonic()
@@ -192,18 +194,19 @@ class Sender:
         with open(os.path.join(self.image_dir, CPUINFO), "rb") as handle:
             cpuinfo = base64.b64encode(handle.read()).decode()
         config = _inspect.read_config(bundle)
-        request(self.channel, Prepare(
+        prepared = request(self.channel, Prepare(
             container=self.container,
             strategy=self.params["strategy"],
             transport=self.transport.name,
             bundle_sync=self.params["bundle_sync"],
-            bundle_config_sha256=_manifest.file_sha256(os.path.join(bundle, "config.json")),
+            bundle_config_digest=_manifest.file_digest(os.path.join(bundle, "config.json")),
             cpuinfo=cpuinfo,
             share_token=share_token,
             criu_options=_options.values(self.params),
             bind_sources=_inspect.bind_sources(config),
             page_stream=self.report["page_stream"],
-        ), Done)
+        ), Prepared)
+        self.receiver_checks_images = prepared.verify_images
 
     def _sync_bundle(self, step: str, bundle: str) -> None:
         """The running pass, then the frozen one: one TreeSender remembers what it read, so the second resends every file
@@ -299,8 +302,9 @@ class Sender:
         """Inside the frozen window: the final images' manifest, the images themselves (page server) and the bundle's
         changes, so that the receiver can restore at once."""
         final_path = os.path.join(self.image_dir, FINAL)
-        self.report["final_manifest"] = _manifest.write(final_path)
-        self.report["final"].update(self.transport.hand_over(self.channel, final_path, FINAL))
+        manifest, handed_over = self.transport.hand_over(self.channel, final_path, FINAL, self.receiver_checks_images)
+        self.report["final_manifest"] = manifest
+        self.report["final"].update(handed_over)
         if self.params["bundle_sync"] == "copy":
             self._sync_bundle("bundle update (frozen)", bundle)
 

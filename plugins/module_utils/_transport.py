@@ -3,7 +3,9 @@
 """How the images reach the destination, as the sender sees it: one interface, two transports.
 
 SharedDirectory: every image is written into the image directory, which the receiver reads through shared storage
-(NFS); the receiver reads and checks each pre-dump round at once, and the directory also carries the migration's
+(NFS); the receiver reads back and hashes each pre-dump round at once and the final images before it restores them,
+while the sender hashes its own (so a check costs one pass on each side, the two side by side), and the directory
+also carries the migration's
 decision record, which a receiver that lost the sender reads. PageServer: memory pages go straight to a CRIU page
 server the receiver starts for each dump, the other (small) images over the control channel; there is no record.
 """
@@ -17,6 +19,7 @@ from typing import Any
 
 from ansible_collections.ferry.runc.plugins.module_utils import _manifest, _protocol, _treesync
 from ansible_collections.ferry.runc.plugins.module_utils._channel import SHARE_TOKEN, Channel
+from ansible_collections.ferry.runc.plugins.module_utils._errors import CommandError
 
 DECISION_RECORD = "ferry-decision"
 UNDECIDED, COMMIT, ABORT = "undecided", "commit", "abort"
@@ -40,9 +43,10 @@ class Transport:
         """After a pre-dump round, while the container runs: what the round's record gains."""
         return {}
 
-    def hand_over(self, channel: Channel, path: str, directory: str) -> dict[str, Any]:
-        """Inside the frozen window, after the final dump: get its images to the receiver."""
-        return {}
+    def hand_over(self, channel: Channel, path: str, directory: str, checked: bool) -> tuple[_manifest.Manifest, dict[str, Any]]:
+        """Inside the frozen window, after the final dump: get its images to the receiver. Returns the manifest the
+        receiver checks them against before it restores (empty when it does not check) and what the record gains."""
+        return (_manifest.write(path) if checked else {}), {}
 
     def record(self, image_dir: str, decision: str) -> None:
         """Write the migration's decision (commit or abort) where a receiver that lost the sender can read it."""
@@ -61,9 +65,14 @@ class SharedDirectory(Transport):
         return token
 
     def after_round(self, channel: Channel, path: str, directory: str) -> dict[str, Any]:
-        manifest = _manifest.write(path)
-        answer = _protocol.request(channel, _protocol.Fetch(dir=directory, manifest=manifest), _protocol.Fetched)
-        return {"bytes_fetched": answer.size, "fetch_seconds": answer.seconds}
+        fetched = check_on_receiver(channel, path, directory)[1]
+        return {"bytes_fetched": fetched.size, "fetch_seconds": fetched.seconds}
+
+    def hand_over(self, channel: Channel, path: str, directory: str, checked: bool) -> tuple[_manifest.Manifest, dict[str, Any]]:
+        if not checked:
+            return {}, {}
+        manifest, fetched = check_on_receiver(channel, path, directory)
+        return manifest, {"bytes_checked": fetched.size, "check_seconds": fetched.seconds}
 
     def record(self, image_dir: str, decision: str) -> None:
         write_decision(image_dir, decision)
@@ -76,10 +85,12 @@ class PageServer(Transport):
         answer = _protocol.request(channel, _protocol.PageServer(dir=directory, parent=parent), _protocol.PageServerReady)
         return f"{answer.address}:{answer.port}"
 
-    def hand_over(self, channel: Channel, path: str, directory: str) -> dict[str, Any]:
+    def hand_over(self, channel: Channel, path: str, directory: str, checked: bool) -> tuple[_manifest.Manifest, dict[str, Any]]:
+        # The pages went to the receiver's page server over TLS; the manifest covers the small images sent here.
+        manifest, _record = super().hand_over(channel, path, directory, checked)
         began = time.monotonic()
         sent = _treesync.send_tree(channel, path, f"images/{directory}", delete_extra=False)
-        return {"images_sent_bytes": sent, "images_sent_seconds": round(time.monotonic() - began, 3)}
+        return manifest, {"images_sent_bytes": sent, "images_sent_seconds": round(time.monotonic() - began, 3)}
 
 
 TRANSPORTS = {transport.name: transport for transport in (SharedDirectory, PageServer)}
@@ -87,6 +98,19 @@ TRANSPORTS = {transport.name: transport for transport in (SharedDirectory, PageS
 
 def make(name: str) -> Transport:
     return TRANSPORTS[name]()
+
+
+def check_on_receiver(channel: Channel, path: str, directory: str) -> tuple[_manifest.Manifest, _protocol.Fetched]:
+    """The receiver reads back and hashes the images of directory on the shared directory while this side hashes its
+    own; their manifest when the two match, else CommandError naming each file that differs."""
+    _protocol.send(channel, _protocol.Fetch(dir=directory, sizes=_manifest.sizes(path)))
+    manifest = _manifest.write(path)
+    fetched = _protocol.receive(channel, _protocol.Fetched)
+    problems = _manifest.mismatches(manifest, fetched.manifest)
+    if problems:
+        raise CommandError(f"the destination read back images of {directory} that differ from the source's: "
+                           + "; ".join(problems[:5]), step=f"checking the images of {directory}")
+    return manifest, fetched
 
 
 def write_decision(image_dir: str, decision: str) -> None:

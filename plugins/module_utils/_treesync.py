@@ -19,14 +19,13 @@ it, from fstat of the descriptor it read, and a file then counts as unchanged on
 same: the kernel sets ctime on every change of content or metadata and user space cannot set it (utime cannot,
 and setting the clock takes CAP_SYS_TIME), so a replaced file put back with the same size and mtime still differs.
 Hashing the tree again in the frozen window would tell the same at the cost of reading every file: seconds of
-downtime per GiB. The SHA-256 of each file's bytes, computed as they stream, is checked by the receiver before the
+downtime per GiB. The digest (BLAKE2b, _manifest's) of each file's bytes, computed as they stream, is checked by the receiver before the
 file takes its place.
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import io
 import json
 import os
@@ -34,6 +33,7 @@ import stat
 from typing import Any, Collection, Dict, NamedTuple, Tuple
 
 from ansible_collections.ferry.runc.plugins.module_utils._channel import MAX_FRAME, Channel, ChannelError
+from ansible_collections.ferry.runc.plugins.module_utils._manifest import new_digest
 
 CHUNK = 1 << 20
 # Ferry's owner marker at the top of a bundle directory: syncs neither list, send nor remove it.
@@ -274,7 +274,7 @@ def _receive_wanted(channel: Channel) -> list[str]:
 
 
 def _send_file(channel: Channel, beneath: _Beneath, relative: str, size: int) -> Identity | None:
-    """Send exactly the listed size and the SHA-256 of what was sent: a file that changed since it was listed (the
+    """Send exactly the listed size and the digest of what was sent: a file that changed since it was listed (the
     container runs during the first pass) is cut or zero-filled, one that is no longer a regular file of the tree is
     sent as zeros. Returns the identity of what was read when it stayed the same throughout, else None."""
     try:
@@ -309,14 +309,14 @@ def _open_regular(parent_fd: int, name: str) -> int | None:
 
 
 def _stream(channel: Channel, relative: str, handle: Any, size: int) -> None:
-    digest = hashlib.sha256()
+    digest = new_digest()
     remaining = size
     while remaining:
         block = handle.read(min(CHUNK, remaining)) or bytes(min(CHUNK, remaining))
         channel.send_bytes(block)
         digest.update(block)
         remaining -= len(block)
-    channel.send("eof", path=relative, sha256=digest.hexdigest())
+    channel.send("eof", path=relative, digest=digest.hexdigest())
 
 
 def _batches(items: list[Any]) -> list[list[Any]]:
@@ -456,7 +456,7 @@ def _receive_file(channel: Channel, parent_fd: int, name: str, relative: str, si
     # A name of its own, created exclusively: nothing already there (a link, a file listed under that name) is touched.
     partial = PARTIAL_PREFIX + os.urandom(8).hex()
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    digest = hashlib.sha256()
+    digest = new_digest()
     received = 0
     with os.fdopen(os.open(partial, flags, 0o600, dir_fd=parent_fd), "wb") as handle:
         while received < size:
@@ -465,11 +465,11 @@ def _receive_file(channel: Channel, parent_fd: int, name: str, relative: str, si
             digest.update(block)
             received += len(block)
     end = channel.recv("eof")
-    if received != size or end["path"] != relative or end.get("sha256") != digest.hexdigest():
+    if received != size or end["path"] != relative or end.get("digest") != digest.hexdigest():
         os.unlink(partial, dir_fd=parent_fd)
         if received != size or end["path"] != relative:
             raise TreeSyncError(f"{relative}: received {received} bytes, expected {size}")
-        raise TreeSyncError(f"{relative}: the SHA-256 of the data received differs from the sender's")
+        raise TreeSyncError(f"{relative}: the digest of the data received differs from the sender's")
     os.replace(partial, name, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
     return received
 

@@ -18,7 +18,8 @@ description:
   - On the sender's requests it starts a CRIU page server for each dump (page-server transport), receives the
     non-memory images and the bundle over the control channel, reads and checks each pre-dump from shared storage
     while the container still runs on the source, and restores the final images after checking them against the
-    sender's checksum manifest.
+    sender's checksums (from shared storage it reads each image once, hashing it and copying it to its work
+    directory, and restores from that copy).
   - The restore is held - every restored task stops before its first instruction - until the sender commits the
     migration; then the copy runs. If the sender rolls back instead, the held copy, which never ran, is deleted. If
     the agents lose each other in between, the copy stays held until the decision record on shared storage, a new
@@ -67,7 +68,10 @@ options:
     type: int
     default: 27101
   verify_images:
-    description: Check the final images against the sender's SHA-256 manifest before restoring.
+    description:
+      - Check the final images against the sender's digests (BLAKE2b) before restoring.
+      - With shared storage the images are read once, hashed and copied to O(work_dir) in the same pass, and the
+        restore reads that copy; V(false) restores from the share unchecked (pre-dump rounds are checked either way).
     type: bool
     default: true
 seealso:

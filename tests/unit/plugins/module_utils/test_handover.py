@@ -14,6 +14,7 @@ import pytest
 from _world import World
 
 from ansible_collections.ferry.runc.plugins.module_utils._commands import alive
+from ansible_collections.ferry.runc.plugins.module_utils._manifest import MANIFEST_NAME
 
 
 @pytest.fixture
@@ -96,7 +97,23 @@ def source_commands(world, rounds: int = 0, page_server: bool = False, lazy: boo
     return commands
 
 
-def destination_commands(world, rounds: int = 0, page_server: bool = False, lazy: bool = False) -> list:
+@pytest.mark.parametrize("verify_images", [True, False])
+def test_the_final_images_are_read_back_on_shared_storage_only_when_the_destination_checks_them(world, verify_images: bool):
+    migration = world()
+    migration.receiver_params["verify_images"] = verify_images
+    migration.start()
+    migration.wait_for_agents()
+    statuses = migration.statuses()
+    assert migration.copies() == {"src": "absent", "dst": "running"}
+    requests = [request["type"] for request in statuses["receiver"]["result"]["requests"]]
+    assert requests == (["prepare", "fetch", "restore", "commit", "finish"] if verify_images else ["prepare", "restore", "commit", "finish"])
+    restore = actions(migration.destination)[-1]
+    local_copy = os.path.join(migration.receiver_params["work_dir"], "images", "final")
+    assert restore[restore.index("--image-path") + 1] == (local_copy if verify_images else f"{migration.destination_images}/final")
+    assert ("check_seconds" in statuses["sender"]["result"]["final"]) is verify_images
+
+
+def destination_commands(world, rounds: int = 0, page_server: bool = False, lazy: bool = False, shared: bool = True) -> list:
     images, work, criu = str(world.destination_images), world.receiver_params["work_dir"], str(world.destination.bin / "criu")
     commands = []
     directories = [f"pre{number}" for number in range(1, rounds + 1)] + ["final"]
@@ -105,7 +122,8 @@ def destination_commands(world, rounds: int = 0, page_server: bool = False, lazy
         commands.append(["criu", "page-server", "-D", f"{images}/{directory}", "--address", "127.0.0.1", "--port",
                          str(world.receiver_params["page_server_port"]), "-d", "--pidfile", f"{images}/{directory}/page-server.pid",
                          "-o", "page-server.log", *parent])
-    restore_images, restore_work = f"{images}/final", f"{work}/restore"
+    # From shared storage the restore reads the local copy made as the images were read back and checked.
+    restore_images, restore_work = f"{work}/images/final" if shared else f"{images}/final", f"{work}/restore"
     if lazy:
         restore_images = restore_work = f"{work}/lazy"
         commands.append(["criu", "lazy-pages", "--page-server", "--address", "127.0.0.1", "--port", str(world.sender_params["lazy_port"]),
@@ -125,7 +143,7 @@ SOURCE_COMMANDS = {
 DESTINATION_COMMANDS = {
     (strategy, transport): (lambda world, strategy=strategy, transport=transport: destination_commands(
         world, rounds=2 if strategy == "pre-copy" else 0, page_server=transport == "page-server" and strategy != "post-copy",
-        lazy=strategy == "post-copy"))
+        lazy=strategy == "post-copy", shared=transport == "shared"))
     for strategy in ("stop-and-copy", "pre-copy", "post-copy") for transport in ("shared", "page-server")
 }
 
@@ -163,13 +181,18 @@ def lazy_pages_fail(world) -> None:
     (world.destination.dir / "lazy-pages-fail").touch()
 
 
-def tamper(directory: str):
-    """When the sender asks for its restore (or a pre-dump's check), one image byte has changed on the share."""
+def tamper(directory: str, message_kind: str = "fetch"):
+    """One image byte changes on the share: after the source hashed the images (its manifest is written) and before
+    the destination reads them back (at fetch), or after the destination checked them (at restore)."""
     def change(world) -> None:
-        image = world.source_images / directory / "pages-1.img"
+        images = world.source_images / directory
+        deadline = time.monotonic() + 10
+        while not (images / MANIFEST_NAME).exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        image = images / "pages-1.img"
         image.write_text(image.read_text() + "9")
 
-    return lambda world: world.at_message_call("sender", "restore" if directory == "final" else "fetch", change)
+    return lambda world: world.at_message_call("sender", message_kind, change)
 
 
 def both(*injections):
@@ -231,7 +254,8 @@ CASES = [
     Case("pre-copy round", "images altered", tamper("pre1"), "source", strategy="pre-copy"),
     Case("pre-copy round", "pre-dump fails", command("source", "--pre-dump", "before", "fail"), "source", strategy="pre-copy"),
     Case("final dump", "lazy dump never ready", command("source", "--lazy-pages", "before", "fail"), "source", strategy="post-copy"),
-    Case("restore", "images altered", tamper("final"), "source"),
+    Case("final dump", "images altered before the check", tamper("final"), "source"),
+    Case("restore", "images altered after the check", tamper("final", "restore"), "destination"),
     Case("restore", "a short statistics file", short_stats("destination"), "destination"),
     Case("final dump", "a short statistics file", short_stats("source"), "destination"),
     Case("freeze", "sender SIGTERM (its unit's time limit)", command("source", "pause", "after", "terminate-sender"), "source"),

@@ -36,21 +36,21 @@ def images(tmp_path: Path) -> Path:
     return directory
 
 
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def digest(data: bytes) -> str:
+    return hashlib.blake2b(data).hexdigest()
 
 
 def test_build_covers_regular_files_only(images):
     assert _manifest.build(str(images)) == {
-        "empty.img": {"size": 0, "sha256": sha256(b"")},
-        "inventory.img": {"size": 9, "sha256": sha256(b"inventory")},
-        "pagemap-1.img": {"size": 3, "sha256": sha256(b"\x01\x02\x03")},
-        "pages-1.img": {"size": len(BIG), "sha256": sha256(BIG)},
+        "empty.img": {"size": 0, "blake2b": digest(b"")},
+        "inventory.img": {"size": 9, "blake2b": digest(b"inventory")},
+        "pagemap-1.img": {"size": 3, "blake2b": digest(b"\x01\x02\x03")},
+        "pages-1.img": {"size": len(BIG), "blake2b": digest(BIG)},
     }
 
 
-def test_file_sha256_matches_hashlib_across_blocks(images):
-    assert _manifest.file_sha256(str(images / "pages-1.img")) == sha256(BIG)
+def test_file_digest_is_blake2b_across_blocks(images):
+    assert _manifest.file_digest(str(images / "pages-1.img")) == digest(BIG)
 
 
 def test_write_stores_the_manifest_readable_by_root_only(images):
@@ -156,3 +156,42 @@ def test_verify_tells_an_unreadable_file_from_a_missing_one(images, monkeypatch:
 def test_verify_of_an_empty_manifest_is_clean(tmp_path):
     assert _manifest.build(str(tmp_path)) == {}
     assert _manifest.verify(str(tmp_path), {}) == []
+
+
+def test_read_back_hashes_and_copies_in_one_pass_what_the_sizes_name(images, tmp_path):
+    sizes = _manifest.sizes(str(images))
+    assert sizes == {name: entry["size"] for name, entry in _manifest.build(str(images)).items()}
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    found, problems = _manifest.read_back(str(images), sizes, copy_into=str(copy))
+    assert problems == []
+    assert found == _manifest.build(str(images))
+    assert sorted(path.name for path in copy.iterdir()) == sorted(sizes)
+    assert (copy / "pages-1.img").read_bytes() == BIG
+    assert {stat.S_IMODE((copy / name).stat().st_mode) for name in sizes} == {0o600}
+
+
+def test_read_back_names_missing_and_resized_files_and_hashes_none_of_them(images):
+    sizes = dict(_manifest.sizes(str(images)), **{"gone.img": 4})
+    sizes["pagemap-1.img"] = 2
+    found, problems = _manifest.read_back(str(images), sizes)
+    assert problems == ["gone.img: missing", "pagemap-1.img: 3 bytes, expected 2"]
+    assert "gone.img" not in found and "pagemap-1.img" not in found
+
+
+def test_read_back_never_writes_through_a_link_planted_in_the_copy(images, tmp_path):
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    outside = tmp_path / "outside"
+    outside.write_text("keep")
+    os.symlink(outside, copy / "inventory.img")
+    with pytest.raises(FileExistsError):
+        _manifest.read_back(str(images), {"inventory.img": len(b"inventory")}, copy_into=str(copy))
+    assert outside.read_text() == "keep"
+
+
+def test_mismatches_names_each_file_that_differs_or_was_not_read_back():
+    expected = {"a.img": {"size": 1, "blake2b": "x"}, "b.img": {"size": 1, "blake2b": "y"}, "c.img": {"size": 1, "blake2b": "z"}}
+    found = {"a.img": {"size": 1, "blake2b": "x"}, "b.img": {"size": 1, "blake2b": "other"}}
+    assert _manifest.mismatches(expected, found) == ["b.img: checksum mismatch", "c.img: not read back"]
+    assert _manifest.mismatches(expected, expected) == []

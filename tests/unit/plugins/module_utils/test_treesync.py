@@ -774,15 +774,15 @@ def test_a_listing_with_an_odd_or_malformed_entry_is_refused_before_anything_cha
     assert not (tmp_path / "root").exists()
 
 
-def test_a_file_whose_sha256_differs_from_the_senders_is_not_put_in_place(tmp_path):
+def test_a_file_whose_digest_differs_from_the_senders_is_not_put_in_place(tmp_path):
     sender, receiver = connected_pair(2.0)
     receiving = Background(receive_one, receiver, tmp_path / "root", lambda: None)
     try:
         sender.send("sync", target="bundle", listing={"f": entry("file", size=4)}, delete_extra=False)
         assert sender.recv("want")["paths"] == ["f"]
         sender.send_bytes(b"data")
-        sender.send("eof", path="f", sha256=hashlib.sha256(b"something else").hexdigest())
-        with pytest.raises(ChannelError, match="'?f'?: the SHA-256 of the data received differs from the sender's"):
+        sender.send("eof", path="f", digest=hashlib.blake2b(b"something else").hexdigest())
+        with pytest.raises(ChannelError, match="'?f'?: the digest of the data received differs from the sender's"):
             receiving.result()
     finally:
         sender.close()
