@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-PAGE_SIZE = 4096
+from ansible_collections.ferry.runc.plugins.module_utils import _downtime
+
 PAGE_STREAMS = {
     "none": "none (memory through the shared directory)",
     "tls": "TLS",
@@ -68,10 +69,27 @@ def build(plan: Mapping[str, Any], sender: Mapping[str, Any], receiver: Mapping[
         "post_copy_transfer_seconds": lazy.get("seconds"),
         "frozen_ms_criu": final.get("frozen_ms"),
         "downtime_ms": sender.get("downtime_ms"),
+        **_downtime_against_budget(sender, final),
         "bytes": dict(bytes_moved, total=sum(bytes_moved.values())),
         "seconds": _phases_and_total(controller_seconds),
         "sender_seconds": sender.get("total_seconds"),
         "receiver": {"outcome": receiver.get("outcome"), "requests": receiver.get("requests", [])},
+    }
+
+
+def _downtime_against_budget(sender: Mapping[str, Any], final: Mapping[str, Any]) -> dict[str, Any]:
+    """The budget, the prediction made just before the freeze, and the actual downtime with its terms."""
+    budget, downtime = sender.get("downtime_budget_ms"), sender.get("downtime_ms")
+    predicted = sender.get("predicted_downtime") or {}
+    terms = _downtime.measured_terms(final, sender.get("phases", []), downtime)
+    return {
+        "downtime_budget_ms": budget,
+        "downtime_budget_met": downtime <= budget if downtime is not None and budget is not None else None,
+        "predicted_downtime_ms": predicted.get("total_ms"),
+        "predicted_downtime_terms_ms": predicted.get("terms_ms", {}),
+        "unpredicted_terms": predicted.get("unpredicted", list(_downtime.TERMS)),
+        "downtime_terms_ms": terms,
+        "downtime_largest_term": _downtime.largest(terms),
     }
 
 
@@ -122,6 +140,8 @@ def summary(report: Mapping[str, Any]) -> list[str]:
         restore = report["restore"] or {}
         frozen = f"CRIU frozen {report['frozen_ms_criu']} ms, " if report["frozen_ms_criu"] is not None else ""
         lines.append(f"downtime {report['downtime_ms']} ms ({frozen}restore {restore.get('seconds')} s)")
+    if report["downtime_budget_met"] is not None:
+        lines.append(_budget_line(report))
     if report["post_copy_transfer_seconds"] is not None:
         lines.append(f"post-copy: every page on the destination {report['post_copy_transfer_seconds']} s after the restore")
     seconds = report["seconds"]
@@ -132,3 +152,20 @@ def summary(report: Mapping[str, Any]) -> list[str]:
     if report["recovery"]:
         lines.append(f"recovery: {report['recovery']}")
     return lines
+
+
+def _budget_line(report: Mapping[str, Any]) -> str:
+    """budget 1000 ms missed: predicted 513 ms, actual 7913 ms, largest term: restore 4300 ms"""
+    verdict = "met" if report["downtime_budget_met"] else "missed"
+    if report["predicted_downtime_ms"] is None:
+        predicted = f"no prediction: {_downtime.NO_EARLIER_MIGRATION}"
+    else:
+        predicted = f"predicted {report['predicted_downtime_ms']:.0f} ms"
+        if report["unpredicted_terms"]:
+            unpredicted = ", ".join(_downtime.term_label(name) for name in report["unpredicted_terms"])
+            predicted += f" (without {unpredicted}: {_downtime.NO_EARLIER_MIGRATION})"
+    line = f"budget {report['downtime_budget_ms']} ms {verdict}: {predicted}, actual {report['downtime_ms']} ms"
+    largest = report["downtime_largest_term"]
+    if largest:
+        line += f", largest term: {_downtime.term_label(largest)} {report['downtime_terms_ms'][largest]:.0f} ms"
+    return line

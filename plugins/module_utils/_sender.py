@@ -18,7 +18,7 @@ import subprocess
 import time
 from typing import Any
 
-from ansible_collections.ferry.runc.plugins.module_utils import _agent, _inspect, _manifest, _options, _strategy, _transport, _treesync
+from ansible_collections.ferry.runc.plugins.module_utils import _agent, _downtime, _inspect, _manifest, _options, _strategy, _transport, _treesync
 from ansible_collections.ferry.runc.plugins.module_utils._agent import StatusFile
 from ansible_collections.ferry.runc.plugins.module_utils._channel import Channel, ChannelError, PeerFailed, connect
 from ansible_collections.ferry.runc.plugins.module_utils._commands import ProcessRunner, own_identity
@@ -87,6 +87,8 @@ class Sender:
         self.tls_paths: dict[str, str] = {}
         self.bundle_sender: _treesync.TreeSender | None = None
         self.receiver_checks_images = True
+        # What every progress line from now on repeats (a controller that follows may miss a single line).
+        self.progress_notes: dict[str, Any] = {}
         # What lives as long as the agent, after its recovery too: the lazy page server's firewall rule.
         self.held_open = contextlib.ExitStack()
         self.started = time.monotonic()
@@ -96,6 +98,7 @@ class Sender:
             "transport": params["transport"],
             "rounds": [],
             "stop_reason": None,
+            "downtime_budget_ms": params["downtime_budget_ms"],
             "rolled_back": False,
             "source_deleted": False,
             "tls": bool(params.get("tls_cert")),
@@ -122,7 +125,7 @@ class Sender:
         return self.report
 
     def _migrate(self) -> None:
-        bundle = self._check_container()
+        bundle, pid = self._check_container()
         if self.params["strategy"] == "post-copy":
             self._guard_lazy_port()
         share_token = self._prepare_image_dir()
@@ -134,6 +137,7 @@ class Sender:
         if self.params["strategy"] == "pre-copy":
             self.machine.to(SenderPhase.PRECOPY)
             self._precopy()
+        self._predict_downtime(pid)
         self._start_guardian()
         self.machine.to(SenderPhase.FROZEN)
         self._freeze()
@@ -161,7 +165,7 @@ class Sender:
         if problems:
             raise InputError(f"container {self.container} cannot move: " + "; ".join(problems), step="preflight")
         self.report["bundle"] = state["bundle"]
-        return state["bundle"]
+        return state["bundle"], state["pid"]
 
     def _guard_lazy_port(self) -> None:
         """The lazy dump's page server accepts only the destination (reaching it from its migration address); set up
@@ -234,16 +238,34 @@ class Sender:
             record = _round_record(number, began, stats)
             record.update(self.transport.after_round(self.channel, os.path.join(self.image_dir, directory), directory))
             rounds.append(record)
-            record["predicted_final_frozen_ms"] = round(_strategy.predict_final_frozen_ms(rounds))
+            record["predicted_downtime_ms"] = self._prediction()["total_ms"]
             self._progress(f"pre-dump round {number} done", pages_written=record["pages_written"],
-                           predicted_final_frozen_ms=record["predicted_final_frozen_ms"])
-            reason = _strategy.stop_reason(rounds, self.params["downtime_budget_ms"], self.params["max_rounds"],
-                                           self.params["min_rounds"], self.params["min_shrink"])
+                           predicted_downtime_ms=record["predicted_downtime_ms"])
+            reason = _strategy.stop_reason(rounds, record["predicted_downtime_ms"], self.params["downtime_budget_ms"],
+                                           self.params["max_rounds"], self.params["min_rounds"], self.params["min_shrink"])
             parent = directory
             if reason:
                 self.report["stop_reason"] = reason
                 self.last_round = parent
                 return
+
+    def _prediction(self, memory_bytes: int | None = None) -> dict[str, Any]:
+        return _downtime.predict(self.params["strategy"], self.transport.name, self.report["rounds"],
+                                 self.params["learned_costs"], memory_bytes)
+
+    def _predict_downtime(self, pid: int) -> None:
+        """Just before the freeze: the prediction the report holds against the downtime, and a warning when it is over
+        the budget (a goal, not a condition: the migration goes on)."""
+        memory_bytes = None if self.report["rounds"] else _downtime.cgroup_memory_bytes(pid)
+        predicted = self.report["predicted_downtime"] = self._prediction(memory_bytes)
+        budget = self.params["downtime_budget_ms"]
+        if predicted["total_ms"] is not None and predicted["total_ms"] > budget:
+            largest = predicted["largest_term"]
+            self.progress_notes["over_budget"] = (
+                f"predicted downtime {predicted['total_ms']:.0f} ms is over the budget of {budget} ms (largest term:"
+                f" {_downtime.term_label(largest)} {predicted['terms_ms'][largest]:.0f} ms); migrating anyway"
+            )
+            self._progress("over the downtime budget")
 
     def _start_guardian(self) -> None:
         """Before anything is frozen: a process of its own that resumes the container if this one dies uncommitted."""
@@ -535,7 +557,7 @@ class Sender:
         self.status.write(phase=phase.value, history=self.machine.history)
 
     def _progress(self, step: str, **numbers: Any) -> None:
-        self.status.write(progress=dict(numbers, step=step, seconds=round(time.monotonic() - self.started, 1)))
+        self.status.write(progress=dict(self.progress_notes, **numbers, step=step, seconds=round(time.monotonic() - self.started, 1)))
 
 
 class InDoubt(FerryError):
@@ -577,7 +599,7 @@ def _round_record(number: int, started_at: float, stats: dict[str, Any]) -> dict
         "pages_scanned": stats.get("pages_scanned", 0),
         "pages_skipped_parent": stats.get("pages_skipped_parent", 0),
         "pages_written": pages,
-        "bytes_written": pages * _strategy.PAGE_SIZE,
+        "bytes_written": pages * _downtime.PAGE_SIZE,
         "write_seconds": stats.get("memwrite_time", 0) / 1e6,
         "frozen_ms": round(stats.get("frozen_time", 0) / 1000, 1),
     }

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-PAGE_SIZE = 4096
 STRATEGIES = ("stop-and-copy", "pre-copy", "post-copy")
 
 
@@ -32,45 +31,23 @@ def choose(requested: str, source_features: Mapping[str, bool], destination_feat
     return requested, "requested"
 
 
-def _rate(byte_count: int, seconds: float) -> float | None:
-    return byte_count / seconds if seconds > 0 and byte_count > 0 else None
-
-
-def predict_final_frozen_ms(rounds: Sequence[Mapping[str, Any]]) -> float:
-    """Predict the final dump's frozen time from the last pre-dump round.
-
-    The final dump must write about the pages the container dirtied during the last round, which is what that
-    round wrote. Their time is the bytes divided by each measured rate on their path: the source's write rate
-    (CRIU's memwrite time) and, with shared storage, the destination's read rate measured when it fetched and
-    checked that round's images. Freezing and collecting the tree costs at least the last round's frozen time.
-    """
-    last = rounds[-1]
-    dirty_bytes = last["pages_written"] * PAGE_SIZE
-    seconds = 0.0
-    for bytes_key, seconds_key in (("bytes_written", "write_seconds"), ("bytes_fetched", "fetch_seconds")):
-        rate = _rate(last.get(bytes_key, 0), last.get(seconds_key, 0.0))
-        if rate:
-            seconds += dirty_bytes / rate
-    return last["frozen_ms"] + seconds * 1000
-
-
 def stop_reason(
-    rounds: Sequence[Mapping[str, Any]], budget_ms: float, max_rounds: int, min_rounds: int, min_shrink: float
+    rounds: Sequence[Mapping[str, Any]], predicted: float, budget_ms: float, max_rounds: int, min_rounds: int, min_shrink: float
 ) -> str | None:
-    """Why pre-copy stops after these rounds, or None to run another round."""
+    """Why pre-copy stops after these rounds, or None to run another round; predicted is the downtime the model
+    (_downtime.predict) predicts for a freeze now, in milliseconds."""
     count = len(rounds)
     if count < min_rounds:
         return None
-    predicted = predict_final_frozen_ms(rounds)
     if predicted <= budget_ms:
-        return f"converged: predicted frozen time {predicted:.0f} ms is within the budget of {budget_ms:.0f} ms"
+        return f"converged: predicted downtime {predicted:.0f} ms is within the budget of {budget_ms:.0f} ms"
     if count >= 2:
         previous, last = rounds[-2]["pages_written"], rounds[-1]["pages_written"]
         if last > previous * (1 - min_shrink):
             return (
                 f"not shrinking: round {count} wrote {last} pages after {previous}"
-                f" (each round must write at least {min_shrink:.0%} fewer; predicted frozen time {predicted:.0f} ms)"
+                f" (each round must write at least {min_shrink:.0%} fewer; predicted downtime {predicted:.0f} ms)"
             )
     if count >= max_rounds:
-        return f"round limit: {max_rounds} rounds (predicted frozen time {predicted:.0f} ms)"
+        return f"round limit: {max_rounds} rounds (predicted downtime {predicted:.0f} ms)"
     return None

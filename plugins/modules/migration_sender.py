@@ -27,7 +27,8 @@ description:
     cannot get them all it is deleted, and the source's copy stays frozen at the moment of the freeze (resuming it
     would undo what the destination's copy did); the report names the command that resumes it.
   - The report gives each round, the frozen time, the bytes moved, the restore time and the downtime from the
-    freeze until the destination's copy ran, measured on this host's clock, and every phase with its time.
+    freeze until the destination's copy ran, measured on this host's clock, and every phase with its time; and the
+    downtime predicted just before the freeze, term by term.
 author: ferry.runc contributors (@ferry-runc)
 extends_documentation_fragment:
   - ferry.runc._attributes
@@ -88,9 +89,26 @@ options:
     type: int
     default: 27102
   downtime_budget_ms:
-    description: Pre-copy stops once the predicted frozen time of the final dump is at most this many milliseconds.
+    description:
+      - The downtime to aim at, in milliseconds. Pre-copy stops once the predicted downtime (the whole frozen window,
+        see O(learned_costs)) is at most this.
+      - A goal, not a condition - when the prediction just before the freeze is over it, the progress says so and the
+        migration goes on; the report says whether it was met.
     type: int
     default: 1000
+  learned_costs:
+    description:
+      - What earlier migrations between the same two hosts measured of their frozen windows, for the terms this
+        migration cannot measure before its freeze (the final dump's fixed part without pre-dump rounds, the write
+        rate, the hand-over, the restore, the release).
+      - A dict whose C(migrations) lists, the newest last, one entry per migration with C(strategy), C(transport)
+        (V(shared) or V(page-server)) and the measured C(final_dump_fixed_ms), C(write_ms_per_mib), C(hand_over_ms),
+        C(restore_ms), C(restore_ms_per_mib) and C(release_ms); the model uses the median of the entries with this
+        migration's O(strategy) and O(transport).
+      - The P(ferry.runc.migrate#role) role keeps them on the controller next to its reports and passes them here.
+      - Empty, the prediction holds only what this migration measures, and the report says which terms it lacks.
+    type: dict
+    default: {}
   min_shrink:
     description: Pre-copy stops when a round writes less than this fraction fewer pages than the round before.
     type: float
@@ -113,10 +131,11 @@ notes:
   - Start M(ferry.runc.migration_receiver) on the destination first.
   - The container must run detached with its stdio on C(/dev/null) or files in its bundle; a container whose stdio
     is a pipe or a terminal is refused before anything is frozen (what held the other end stays here).
-  - The pre-copy convergence rule, in order - keep going below O(min_rounds); stop when the predicted frozen time
+  - The pre-copy convergence rule, in order - keep going below O(min_rounds); stop when the predicted downtime
     is within O(downtime_budget_ms) (the last round's frozen time plus the time to move the pages it wrote at the
-    measured write rate, and with shared storage the destination's measured read rate); stop when a round did not
-    write at least O(min_shrink) fewer pages than the one before; stop at O(max_rounds).
+    measured write rate, and with shared storage the destination's measured read rate, plus the hand-over, restore
+    and release that O(learned_costs) hold); stop when a round did not write at least O(min_shrink) fewer pages than
+    the one before; stop at O(max_rounds).
   - The TLS certificate and key, when given, are added to runc's CRIU configuration file C(/etc/criu/runc.conf) in a
     section of this migration's, which is removed when the agent ends (or by the next agent, if it died).
 seealso:
@@ -182,6 +201,7 @@ def main() -> None:
             lazy_address={"type": "str"},
             lazy_port={"type": "int", "default": 27102},
             downtime_budget_ms={"type": "int", "default": 1000},
+            learned_costs={"type": "dict", "default": {}},
             min_shrink={"type": "float", "default": 0.25},
             max_rounds={"type": "int", "default": 8},
             min_rounds={"type": "int", "default": 1},

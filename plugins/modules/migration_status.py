@@ -88,7 +88,10 @@ phase:
   type: str
   sample: pre-copy
 progress:
-  description: What the agent does now - C(step), and numbers such as C(pages_written) and C(predicted_final_frozen_ms).
+  description:
+    - What the agent does now - C(step), and numbers such as C(pages_written) and C(predicted_downtime_ms).
+    - The sender's C(over_budget), from just before the freeze on, says that its predicted downtime is over its
+      O(ferry.runc.migration_sender#module:downtime_budget_ms) (the migration goes on).
   returned: always
   type: dict
 result:

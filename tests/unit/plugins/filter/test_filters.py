@@ -1,4 +1,5 @@
-"""The filters migration_strategy (strategy choice, messages naming the hosts) and migration_report (report and summary)."""
+"""The filters migration_strategy (strategy choice, messages naming the hosts), migration_report (report and summary)
+and migration_costs (the learned costs)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import pytest
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.ferry.runc.plugins.filter import migration_costs as costs_filter
 from ansible_collections.ferry.runc.plugins.filter import migration_report as report_filter
 from ansible_collections.ferry.runc.plugins.filter import migration_strategy as strategy_filter
 from ansible_collections.ferry.runc.plugins.module_utils._report import build, summary
@@ -21,6 +23,7 @@ def choose(requested, source_features, destination_features, **hosts):
 def test_the_filters_are_registered_under_their_names():
     assert strategy_filter.FilterModule().filters() == {"migration_strategy": strategy_filter.migration_strategy}
     assert report_filter.FilterModule().filters() == {"migration_report": report_filter.migration_report}
+    assert costs_filter.FilterModule().filters() == {"migration_costs": costs_filter.migration_costs}
 
 
 @pytest.mark.parametrize(
@@ -87,3 +90,18 @@ def test_the_report_filter_is_the_report_with_its_summary():
     assert report["summary"][0] == "web1: src1 -> dst1: migrated"
     assert report["summary"][-1] == "time: preflight 2.0 s + migration 2.5 s + report 0.5 s = 5.0 s; bytes moved 45960"
     assert report["bytes"]["total"] == 40960 + 5000
+
+
+def test_the_costs_filter_learns_from_a_report_the_report_filter_built():
+    sender = dict(SENDER, downtime_budget_ms=1000, final=dict(SENDER["final"], started_at=5.0, write_seconds=0.01),
+                  phases=[{"phase": "restore requested", "at": 5.75}, {"phase": "committed", "at": 6.25}])
+    report = report_filter.migration_report(PLAN, sender, RECEIVER, CONTROLLER)
+
+    costs = costs_filter.migration_costs(None, report)
+
+    assert costs == {"source": "src1", "destination": "dst1", "migrations": [{
+        "migration_id": "m1", "strategy": "stop-and-copy", "transport": "shared", "final_dump_fixed_ms": 490.0,
+        "write_ms_per_mib": 256.0, "hand_over_ms": 250.0, "restore_ms": 500.0, "restore_ms_per_mib": None, "release_ms": 50.0,
+    }]}
+    assert "budget 1000 ms missed: no prediction: no earlier migration between these hosts, actual 1300 ms," \
+           " largest term: restore 500 ms" in report["summary"]

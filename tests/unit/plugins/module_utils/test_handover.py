@@ -305,6 +305,34 @@ def check_left(migration: World, expected: str, context: str) -> None:
     assert host.count() > before > migration.count_at_start - 1, f"the copy on {host.name} does not count on: {context}"
 
 
+def test_a_prediction_over_the_budget_is_reported_before_the_freeze_and_the_migration_goes_on(world):
+    migration = world(strategy="pre-copy")
+    migration.sender_params["downtime_budget_ms"] = 1000
+    migration.sender_params["learned_costs"] = {"migrations": [
+        {"strategy": "pre-copy", "transport": "shared", "hand_over_ms": 100, "restore_ms": 4200, "release_ms": 50}]}
+    migration.start()
+    migration.wait_for_agents()
+    sender = migration.statuses()["sender"]
+    assert sender["phase"] == "done", sender
+    predicted = sender["result"]["predicted_downtime"]
+    assert (predicted["largest_term"], predicted["terms_ms"]["restore"], predicted["unpredicted"]) == ("restore", 4200, [])
+    assert sender["result"]["rounds"][-1]["predicted_downtime_ms"] == predicted["total_ms"] > 4350
+    # The last progress line (the release) still carries the warning.
+    assert sender["progress"]["over_budget"] == (
+        f"predicted downtime {predicted['total_ms']:.0f} ms is over the budget of 1000 ms (largest term: restore 4200 ms);"
+        " migrating anyway")
+
+
+def test_without_earlier_migrations_stop_and_copy_predicts_nothing_and_warns_of_nothing(world):
+    migration = world()
+    migration.start()
+    migration.wait_for_agents()
+    sender = migration.statuses()["sender"]
+    assert sender["phase"] == "done", sender
+    assert sender["result"]["predicted_downtime"]["total_ms"] is None
+    assert "over_budget" not in sender["progress"]
+
+
 def test_a_foreign_leave_stopped_is_named_before_anything_is_frozen(world):
     migration = world()
     foreign_leave_stopped(migration)

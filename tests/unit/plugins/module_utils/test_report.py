@@ -26,7 +26,7 @@ def precopy_round(number: int, pages: int, skipped: int, seconds: float, fetch_s
         "round": number, "started_at": 1764110060.0 + number, "seconds": seconds, "pages_scanned": 1130,
         "pages_skipped_parent": skipped, "pages_written": pages, "bytes_written": pages * 4096, "write_seconds": 0.049,
         "frozen_ms": 269.2, "bytes_fetched": pages * 4096 + 1200, "fetch_seconds": fetch_seconds,
-        "predicted_final_frozen_ms": 330,
+        "predicted_downtime_ms": 330,
     }
 
 
@@ -35,13 +35,18 @@ SENDER = {
     "strategy": "pre-copy",
     "transport": "shared",
     "rounds": [precopy_round(1, 34, 0, 0.412, 0.021), precopy_round(2, 24, 9, 0.305, 0.013)],
-    "stop_reason": "round limit: 2 rounds (predicted frozen time 2190 ms)",
+    "stop_reason": "round limit: 2 rounds (predicted downtime 2190 ms)",
+    "downtime_budget_ms": 1000,
+    "predicted_downtime": {"terms_ms": {"final_dump_fixed": 269.2, "dirty_pages": 1.5, "hand_over": 120, "restore": 1700, "release": 99.3},
+                           "total_ms": 2190, "largest_term": "restore", "unpredicted": []},
     "rolled_back": False,
     "source_deleted": True,
     "phase": "done",
     "bundle": "/srv/ferry-runc/bundles/web1",
     "bundle_sync": [{"step": "bundle copy", "bytes": 5_000_000, "seconds": 0.8}, {"step": "bundle update (frozen)", "bytes": 9, "seconds": 0.01}],
     "frozen_at": 1764110065.25,
+    "phases": [{"phase": "frozen", "at": 1764110065.25}, {"phase": "restore requested", "at": 1764110067.75},
+               {"phase": "committed", "at": 1764110069.625}, {"phase": "released", "at": 1764110069.67}],
     "final": {"round": 0, "started_at": 1764110065.25, "seconds": 2.31, "pages_scanned": 1130, "pages_skipped_parent": 9,
               "pages_written": 24, "bytes_written": 98304, "write_seconds": 0.005, "frozen_ms": 2185.2},
     "restore": {"pages_compared": 9, "pages_skipped_cow": 2, "forking_time": 6868, "restore_time": 1712579, "pages_restored": 31,
@@ -200,11 +205,57 @@ def test_the_summary_of_a_migration():
         f"strategy pre-copy ({PLAN['strategy_reason']}), transport shared, bundle copy",
         "  pre-dump 1: 34 pages written, 0 skipped (parent), 0.412 s",
         "  pre-dump 2: 24 pages written, 9 skipped (parent), 0.305 s",
-        "  pre-copy stopped: round limit: 2 rounds (predicted frozen time 2190 ms)",
+        "  pre-copy stopped: round limit: 2 rounds (predicted downtime 2190 ms)",
         "downtime 4420 ms (CRIU frozen 2185.2 ms, restore 1.95 s)",
+        "budget 1000 ms missed: predicted 2190 ms, actual 4420 ms, largest term: final dump fixed 2305 ms",
         f"time: preflight {seconds['preflight']} s + migration {seconds['migration']} s + report {seconds['report_and_cleanup']} s"
         f" = {seconds['total']} s; bytes moved {report['bytes']['total']}",
     ]
+
+
+def test_the_report_holds_the_downtime_against_its_budget_and_the_prediction():
+    report = build(PLAN, SENDER, RECEIVER, CONTROLLER, {})
+
+    assert (report["downtime_budget_ms"], report["downtime_budget_met"]) == (1000, False)
+    assert report["predicted_downtime_ms"] == 2190
+    assert report["predicted_downtime_terms_ms"] == SENDER["predicted_downtime"]["terms_ms"]
+    assert report["unpredicted_terms"] == []
+    assert report["downtime_terms_ms"] == {"final_dump_fixed": 2305, "dirty_pages": 5, "hand_over": 190, "restore": 1875, "release": 45}
+    assert report["downtime_largest_term"] == "final_dump_fixed"
+
+
+def budget_line(report: Dict[str, Any]) -> str:
+    return next(line for line in summary(report) if line.startswith("budget "))
+
+
+BUDGET_LINES = {
+    "met": ({"downtime_budget_ms": 5000}, "budget 5000 ms met: predicted 2190 ms, actual 4420 ms, largest term: final dump fixed 2305 ms"),
+    "no prediction": (
+        {"predicted_downtime": {"terms_ms": {}, "total_ms": None, "largest_term": None,
+                                "unpredicted": ["final_dump_fixed", "dirty_pages", "hand_over", "restore", "release"]}},
+        "budget 1000 ms missed: no prediction: no earlier migration between these hosts, actual 4420 ms,"
+        " largest term: final dump fixed 2305 ms",
+    ),
+    "a partial prediction": (
+        {"predicted_downtime": {"terms_ms": {"final_dump_fixed": 269.2, "dirty_pages": 243.4}, "total_ms": 512.6,
+                                "largest_term": "final_dump_fixed", "unpredicted": ["hand_over", "restore", "release"]}},
+        "budget 1000 ms missed: predicted 513 ms (without hand over, restore, release: no earlier migration between these"
+        " hosts), actual 4420 ms, largest term: final dump fixed 2305 ms",
+    ),
+    "no phases": ({"phases": None}, "budget 1000 ms missed: predicted 2190 ms, actual 4420 ms"),
+}
+
+
+@pytest.mark.parametrize("changes, line", BUDGET_LINES.values(), ids=BUDGET_LINES.keys())
+def test_the_summary_says_whether_the_budget_was_met(changes: Dict[str, Any], line: str):
+    assert budget_line(build(PLAN, sender_with(**changes), RECEIVER, CONTROLLER, {})) == line
+
+
+def test_without_a_downtime_there_is_no_budget_line():
+    report = build(PLAN, sender_with(downtime_ms=None, phase="rolled back", recovery="resumed"), RECEIVER, CONTROLLER, {})
+
+    assert report["downtime_budget_met"] is None
+    assert not [line for line in summary(report) if line.startswith("budget ")]
 
 
 def test_the_summary_of_a_migration_rolled_back_before_the_freeze():

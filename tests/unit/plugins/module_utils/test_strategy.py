@@ -1,4 +1,5 @@
-"""Strategy choice and the pre-copy convergence rule (_strategy); the cases are in test_strategy.yaml."""
+"""Strategy choice and the pre-copy convergence rule (_strategy) on the downtime model's prediction (_downtime); the
+cases are in test_strategy.yaml."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ from typing import Any, Dict
 import pytest
 import yaml
 
+from ansible_collections.ferry.runc.plugins.module_utils._downtime import predict
 from ansible_collections.ferry.runc.plugins.module_utils._strategy import (
     STRATEGIES,
     choose,
-    predict_final_frozen_ms,
     stop_reason,
 )
 
@@ -41,15 +42,11 @@ def test_choose_requested_reason_is_exactly_requested():
     assert choose("stop-and-copy", {}, {}) == ("stop-and-copy", "requested")
 
 
-@cases("predict_final_frozen_ms")
-def test_predict_final_frozen_ms(case: Dict[str, Any]):
-    assert predict_final_frozen_ms(case["rounds"]) == pytest.approx(case["ms"])
-
-
 @cases("stop_reason")
 def test_stop_reason(case: Dict[str, Any]):
     settings = {key: case.get(key, default) for key, default in STOP_DEFAULTS.items()}
-    reason = stop_reason(case["rounds"], **settings)
+    predicted = predict("pre-copy", "shared", case["rounds"], case.get("learned_costs", {}))["total_ms"]
+    reason = stop_reason(case["rounds"], predicted, **settings)
     if case["reason"] is None:
         assert reason is None
     else:

@@ -1,0 +1,184 @@
+# Copyright: ferry.runc contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The downtime model: the frozen window of a migration, term by term, predicted and measured.
+
+The frozen window runs from the freeze until the destination's copy runs; its terms, in order:
+
+- final_dump_fixed: freezing and collecting the tree, the final dump without the memory it writes;
+- dirty_pages: writing the memory the final dump holds (with the shared directory, and pre-dump rounds measured,
+  also the destination's reading of it); none with post-copy, whose memory moves after the release;
+- hand_over: from the final dump's end until the restore is requested (the manifest, the images sent over the control
+  channel with the page-server transport, the bundle update);
+- restore: from the restore request until the commit (the receiver's checks and its held restore);
+- release: from the commit until the receiver reported its copy running.
+
+Each term comes from this migration's measurements where it has them (its pre-dump rounds), otherwise from earlier
+migrations between the same two hosts with the same strategy and transport: their measured terms, which the migrate
+role keeps on the controller (learn) and passes to the sender (learned costs).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from typing import Any, Mapping, Sequence
+
+PAGE_SIZE = 4096
+MIB = 1024 * 1024
+TERMS = ("final_dump_fixed", "dirty_pages", "hand_over", "restore", "release")
+# How many migrations the learned costs keep, the newest last.
+KEPT_MIGRATIONS = 10
+NO_EARLIER_MIGRATION = "no earlier migration between these hosts"
+# The report names the role's transport (nfs), the sender its own (shared): the learned costs use the sender's.
+SENDER_TRANSPORTS = {"nfs": "shared"}
+
+
+# -- prediction (the sender, before the freeze) -------------------------------------------------------------------
+
+
+def predict(strategy: str, transport: str, rounds: Sequence[Mapping[str, Any]], learned_costs: Mapping[str, Any],
+            memory_bytes: int | None = None) -> dict[str, Any]:
+    """The predicted frozen window: terms_ms (the terms it could predict), total_ms (their sum, None without any),
+    largest_term, and unpredicted (the terms neither this migration nor an earlier one measured).
+
+    rounds: this migration's pre-dump rounds; memory_bytes: the container's memory, for a strategy without rounds."""
+    earlier = _earlier(learned_costs, strategy, transport)
+    if rounds:
+        memory_bytes = rounds[-1].get("pages_scanned", 0) * PAGE_SIZE or memory_bytes
+    terms = {
+        "final_dump_fixed": rounds[-1]["frozen_ms"] if rounds else _median(earlier, "final_dump_fixed_ms"),
+        "dirty_pages": _dirty_pages_ms(strategy, rounds, earlier, memory_bytes),
+        "hand_over": _median(earlier, "hand_over_ms"),
+        "restore": _restore_ms(strategy, earlier, memory_bytes),
+        "release": _median(earlier, "release_ms"),
+    }
+    predicted = {name: round(ms, 1) for name, ms in terms.items() if ms is not None}
+    return {
+        "terms_ms": predicted,
+        "total_ms": round(sum(predicted.values()), 1) if predicted else None,
+        "largest_term": largest(predicted),
+        "unpredicted": [name for name in TERMS if name not in predicted],
+    }
+
+
+def _earlier(learned_costs: Mapping[str, Any], strategy: str, transport: str) -> list[Mapping[str, Any]]:
+    return [entry for entry in learned_costs.get("migrations", [])
+            if entry.get("strategy") == strategy and entry.get("transport") == transport]
+
+
+def _median(entries: Sequence[Mapping[str, Any]], key: str) -> float | None:
+    values = [entry[key] for entry in entries if entry.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def _rate(byte_count: float, seconds: float) -> float | None:
+    return byte_count / seconds if seconds > 0 and byte_count > 0 else None
+
+
+def _dirty_pages_ms(strategy: str, rounds: Sequence[Mapping[str, Any]], earlier: Sequence[Mapping[str, Any]],
+                    memory_bytes: int | None) -> float | None:
+    """The final dump writes about the pages the container dirtied during the last round, which is what that round
+    wrote, at each measured rate on their path: the source's write rate (CRIU's memwrite time) and, with shared
+    storage, the destination's read rate measured when it fetched and checked that round's images. Without rounds it
+    writes all of the container's memory, at the write rate of earlier final dumps."""
+    if strategy == "post-copy":
+        return 0.0
+    if rounds:
+        last = rounds[-1]
+        dirty_bytes = last["pages_written"] * PAGE_SIZE
+        seconds = 0.0
+        for bytes_key, seconds_key in (("bytes_written", "write_seconds"), ("bytes_fetched", "fetch_seconds")):
+            rate = _rate(last.get(bytes_key, 0), last.get(seconds_key, 0.0))
+            if rate:
+                seconds += dirty_bytes / rate
+        return seconds * 1000
+    write_ms_per_mib = _median(earlier, "write_ms_per_mib")
+    if write_ms_per_mib is None or memory_bytes is None:
+        return None
+    return write_ms_per_mib * memory_bytes / MIB
+
+
+def _restore_ms(strategy: str, earlier: Sequence[Mapping[str, Any]], memory_bytes: int | None) -> float | None:
+    """Scaled by the memory the restore reads where earlier restores say how it scales; post-copy's restore reads none."""
+    per_mib = _median(earlier, "restore_ms_per_mib")
+    if strategy != "post-copy" and per_mib is not None and memory_bytes:
+        return per_mib * memory_bytes / MIB
+    return _median(earlier, "restore_ms")
+
+
+def largest(terms_ms: Mapping[str, float]) -> str | None:
+    return max(terms_ms, key=terms_ms.get) if terms_ms else None
+
+
+def term_label(name: str) -> str:
+    """A term's name as the progress and the summary write it: final dump fixed."""
+    return name.replace("_", " ")
+
+
+def cgroup_memory_bytes(pid: int) -> int | None:
+    """What CRIU would dump of the container's memory: its cgroup's anonymous and shared memory (cgroup v2), or None
+    when the host does not say."""
+    try:
+        with open(f"/proc/{pid}/cgroup", encoding="utf-8") as handle:
+            paths = [line.rstrip("\n").split(":", 2)[2] for line in handle if line.startswith("0::")]
+        if not paths:
+            return None
+        with open(os.path.join("/sys/fs/cgroup", paths[0].lstrip("/"), "memory.stat"), encoding="utf-8") as handle:
+            fields = dict(line.split() for line in handle if line.count(" ") == 1)
+        return int(fields["anon"]) + int(fields.get("shmem", 0))
+    except (OSError, KeyError, ValueError, IndexError):
+        return None
+
+
+# -- measurement (the controller, from the report) ----------------------------------------------------------------
+
+
+def measured_terms(final: Mapping[str, Any], phases: Sequence[Mapping[str, Any]], downtime_ms: float | None) -> dict[str, float]:
+    """The terms of a migration's actual frozen window, from the sender's final dump record, its phases (epoch
+    seconds, the source's clock, like the final dump's started_at) and the downtime; {} when it did not get as far as
+    the release."""
+    phase_at = {entry["phase"]: entry["at"] for entry in phases}
+    if downtime_ms is None or "started_at" not in final or not {"restore requested", "committed"} <= set(phase_at):
+        return {}
+    frozen_at = final["started_at"]
+    dump_seconds = final.get("seconds", final.get("images_ready_seconds", 0.0))
+    write_seconds = final.get("write_seconds", 0.0)
+    restore_requested_ms = (phase_at["restore requested"] - frozen_at) * 1000
+    committed_ms = (phase_at["committed"] - frozen_at) * 1000
+    return {
+        "final_dump_fixed": round((dump_seconds - write_seconds) * 1000, 1),
+        "dirty_pages": round(write_seconds * 1000, 1),
+        "hand_over": round(max(0.0, restore_requested_ms - dump_seconds * 1000), 1),
+        "restore": round(committed_ms - restore_requested_ms, 1),
+        "release": round(max(0.0, downtime_ms - committed_ms), 1),
+    }
+
+
+def learn(learned_costs: Mapping[str, Any], report: Mapping[str, Any]) -> dict[str, Any]:
+    """The learned costs with this migration's measured terms added (the last KEPT_MIGRATIONS kept); unchanged when the
+    report measured none. Only numbers, the migration's id, strategy and transport go in: never anything secret."""
+    migrations = [entry for entry in learned_costs.get("migrations", []) if entry.get("migration_id") != report["migration_id"]]
+    entry = cost_entry(report)
+    if entry:
+        migrations.append(entry)
+    return {"source": report["source"], "destination": report["destination"], "migrations": migrations[-KEPT_MIGRATIONS:]}
+
+
+def cost_entry(report: Mapping[str, Any]) -> dict[str, Any] | None:
+    terms = report.get("downtime_terms_ms") or {}
+    if report.get("outcome") != "migrated" or not terms:
+        return None
+    final = report.get("final_dump") or {}
+    written_mib = final.get("bytes_written", 0) / MIB
+    memory_mib = final.get("pages_scanned", 0) * PAGE_SIZE / MIB
+    return {
+        "migration_id": report["migration_id"],
+        "strategy": report["strategy"],
+        "transport": SENDER_TRANSPORTS.get(report["transport"], report["transport"]),
+        "final_dump_fixed_ms": terms["final_dump_fixed"],
+        "write_ms_per_mib": round(terms["dirty_pages"] / written_mib, 3) if written_mib else None,
+        "hand_over_ms": terms["hand_over"],
+        "restore_ms": terms["restore"],
+        "restore_ms_per_mib": round(terms["restore"] / memory_mib, 3) if memory_mib else None,
+        "release_ms": terms["release"],
+    }
