@@ -12,18 +12,12 @@ description:
     has userfaultfd, else V(stop-and-copy); checks an explicitly requested strategy against the same features.
   - Fails with a message naming the host and the missing feature.
 author: ferry.runc contributors (@ferry-runc)
+extends_documentation_fragment:
+  - ferry.runc._features
 options:
   _input:
     description: The requested strategy.
     type: str
-    required: true
-  source_features:
-    description: The source's CRIU features, as reported by M(ferry.runc.runc_info) (RV(ferry.runc.runc_info#module:features)).
-    type: dict
-    required: true
-  destination_features:
-    description: The destination's CRIU features.
-    type: dict
     required: true
   source:
     description: The source host's name, for messages.

@@ -19,7 +19,6 @@ role keeps on the controller (learn) and passes to the sender (learned costs).
 
 from __future__ import annotations
 
-import os
 import statistics
 from typing import Any, Mapping, Sequence
 
@@ -115,19 +114,55 @@ def term_label(name: str) -> str:
     return name.replace("_", " ")
 
 
-def cgroup_memory_bytes(pid: int) -> int | None:
-    """What CRIU would dump of the container's memory: its cgroup's anonymous and shared memory (cgroup v2), or None
-    when the host does not say."""
-    try:
-        with open(f"/proc/{pid}/cgroup", encoding="utf-8") as handle:
-            paths = [line.rstrip("\n").split(":", 2)[2] for line in handle if line.startswith("0::")]
-        if not paths:
-            return None
-        with open(os.path.join("/sys/fs/cgroup", paths[0].lstrip("/"), "memory.stat"), encoding="utf-8") as handle:
-            fields = dict(line.split() for line in handle if line.count(" ") == 1)
-        return int(fields["anon"]) + int(fields.get("shmem", 0))
-    except (OSError, KeyError, ValueError, IndexError):
-        return None
+def describe(total_ms: float | None, unpredicted: Sequence[str]) -> str:
+    """A prediction in words: predicted 2190 ms (without restore: no earlier migration between these hosts)."""
+    if total_ms is None:
+        return f"no prediction: {NO_EARLIER_MIGRATION}"
+    text = f"predicted {total_ms:.0f} ms"
+    if unpredicted:
+        text += f" (without {', '.join(term_label(name) for name in unpredicted)}: {NO_EARLIER_MIGRATION})"
+    return text
+
+
+def plan(chosen: str, why: str, supported: Sequence[str], transport: str, learned_costs: Mapping[str, Any],
+         memory_bytes: int | None, budget_ms: float) -> dict[str, Any]:
+    """Before anything is frozen: the chosen strategy and why, each supported strategy's predicted downtime from the
+    learned costs and the container's memory (pre-copy's dirty pages only come with its first round), and the plan's
+    lines, which say when no strategy is predicted to meet the budget."""
+    transport = SENDER_TRANSPORTS.get(transport, transport)
+    predictions = {strategy: predict(strategy, transport, [], learned_costs, None if strategy == "pre-copy" else memory_bytes)
+                   for strategy in supported}
+    lines = [f"plan: {chosen} ({why})",
+             f"{chosen}: {_verdict(predictions[chosen], budget_ms)}"]
+    lines += [f"{strategy}: {_verdict(prediction, budget_ms)}" for strategy, prediction in predictions.items() if strategy != chosen]
+    if all(prediction["total_ms"] is not None and prediction["total_ms"] > budget_ms for prediction in predictions.values()):
+        best = min(predictions, key=lambda strategy: predictions[strategy]["total_ms"])
+        lines.append(f"no strategy is predicted to meet the budget of {budget_ms} ms (the best: {best},"
+                     f" {predictions[best]['total_ms']:.0f} ms)")
+    return {"strategy": chosen, "why": why, "budget_ms": budget_ms, "predictions": predictions, "lines": lines}
+
+
+def _verdict(prediction: Mapping[str, Any], budget_ms: float) -> str:
+    """A strategy's prediction against the budget; a prediction without some terms is a lower bound."""
+    text = describe(prediction["total_ms"], prediction["unpredicted"])
+    if prediction["total_ms"] is None:
+        return text
+    if prediction["total_ms"] > budget_ms:
+        return f"{text}, over the budget of {budget_ms} ms"
+    if prediction["unpredicted"]:
+        return f"{text}, within the budget of {budget_ms} ms so far"
+    return f"{text}, within the budget of {budget_ms} ms"
+
+
+def lazy_progress(memory_bytes: int | None, local_bytes: int | None) -> dict[str, int]:
+    """A post-copy progress line's numbers: the memory the destination's copy holds, and the pages of the source's
+    memory at the freeze that it does not hold yet (an estimate: the copy's own new memory counts as arrived)."""
+    numbers = {}
+    if local_bytes is not None:
+        numbers["memory_local_mib"] = round(local_bytes / MIB)
+        if memory_bytes is not None:
+            numbers["pages_missing"] = max(0, memory_bytes - local_bytes) // PAGE_SIZE
+    return numbers
 
 
 # -- measurement (the controller, from the report) ----------------------------------------------------------------

@@ -1,6 +1,7 @@
 # Copyright: ferry.runc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""What about a running container stops it from surviving a move: its stdio, and the host paths it binds."""
+"""What about a running container stops it from surviving a move (its stdio, the host paths it binds), and how much
+memory it holds."""
 
 from __future__ import annotations
 
@@ -60,3 +61,18 @@ def migration_problems(state: Mapping[str, Any], proc: str = "/proc") -> list[st
 
 def missing_paths(paths: list[str]) -> list[str]:
     return [path for path in paths if not os.path.exists(path)]
+
+
+def cgroup_memory_bytes(pid: int, proc: str = "/proc", cgroup_root: str = "/sys/fs/cgroup") -> int | None:
+    """What CRIU dumps of the memory of the container whose process pid is: its cgroup's anonymous and shared memory
+    (cgroup v2), or None when the host does not say."""
+    try:
+        with open(os.path.join(proc, str(pid), "cgroup"), encoding="utf-8") as handle:
+            paths = [line.rstrip("\n").split(":", 2)[2] for line in handle if line.startswith("0::")]
+        if not paths:
+            return None
+        with open(os.path.join(cgroup_root, paths[0].lstrip("/"), "memory.stat"), encoding="utf-8") as handle:
+            fields = dict(line.split() for line in handle if line.count(" ") == 1)
+        return int(fields["anon"]) + int(fields.get("shmem", 0))
+    except (OSError, KeyError, ValueError, IndexError):
+        return None

@@ -17,7 +17,8 @@ The hand-over is a transaction with one commit point (after libvirt's migration 
                        <-------------------- Held      before its first instruction
     COMMITTED          recorded first, then Commit ->  RELEASED: the tasks run
                        <---------------- Released
-    TRANSFERRING       (post-copy)  <------ LazyDone   TRANSFERRING: pages still come from the source
+    TRANSFERRING       (post-copy)  <-- LazyProgress   TRANSFERRING: pages still come from the source
+                                    <------ LazyDone
     DONE               runc delete; Finish -------->   DONE
 
 Before COMMITTED the source's copy is the container: it is frozen, never deleted, and any failure resumes it; the
@@ -178,13 +179,23 @@ class LazyDone(Message):
 
 
 @dataclass
+class LazyProgress(Message):
+    """Post-copy, every few seconds until LazyDone: the memory the destination's copy holds so far."""
+
+    KIND: ClassVar[str] = "lazy_progress"
+    local_bytes: int | None
+    seconds: float
+
+
+@dataclass
 class StatusReport(Message):
     KIND: ClassVar[str] = "status_report"
     phase: str
 
 
 MESSAGES = {kind.KIND: kind for kind in (Prepare, PageServer, Fetch, Restore, Commit, Abort, Finish, Status, Done,
-                                         Prepared, PageServerReady, Fetched, Held, Released, LazyDone, StatusReport)}
+                                         Prepared, PageServerReady, Fetched, Held, Released, LazyDone, LazyProgress,
+                                         StatusReport)}
 # The sender's requests the receiver serves (tree sync's own "sync" stream aside), and what each is answered with.
 REQUESTS = (Prepare, PageServer, Fetch, Restore, Commit, Abort, Finish, Status)
 

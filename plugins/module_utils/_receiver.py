@@ -49,6 +49,7 @@ from ansible_collections.ferry.runc.plugins.module_utils._protocol import (
     Finish,
     Held,
     LazyDone,
+    LazyProgress,
     Machine,
     Message,
     PageServer,
@@ -70,6 +71,8 @@ from ansible_collections.ferry.runc.plugins.module_utils._runc import RESTORE_LO
 R = ReceiverPhase
 # Seconds a post-copy restore may go on after its lazy-pages daemon failed, before its CRIU is ended.
 LAZY_RESTORE_GRACE = 10.0
+# Seconds between the post-copy progress reports to the sender.
+LAZY_PROGRESS_SECONDS = 2.0
 # While in doubt: how long each wait for a new connection lasts, and for the decision record on the share.
 RECONNECT_WAIT = 2.0
 RECORD_READ_TIMEOUT = 2.0
@@ -459,7 +462,7 @@ class Receiver:
             return released
         send(channel, released)
         self.machine.to(R.TRANSFERRING)
-        send(channel, self._await_lazy_daemon())
+        send(channel, self._await_lazy_daemon(channel))
         return None
 
     def _release(self) -> None:
@@ -470,15 +473,11 @@ class Receiver:
                 pass
         self.machine.to(R.RELEASED)
 
-    def _await_lazy_daemon(self) -> LazyDone:
-        """Wait until every page has arrived; a failed transfer leaves a copy here that reads zeros where its pages
-        were missing, so it is deleted."""
+    def _await_lazy_daemon(self, channel: Channel | None = None) -> LazyDone:
+        """Wait until every page has arrived, telling the sender on channel every few seconds how much has; a failed
+        transfer leaves a copy here that reads zeros where its pages were missing, so it is deleted."""
         began = time.monotonic()
-        try:
-            rc = self.lazy_daemon.wait(timeout=self.params["timeout"])
-        except subprocess.TimeoutExpired:
-            self._stop_lazy_daemon()
-            rc = None
+        rc = self._wait_lazy_daemon(began, channel)
         seconds = round(time.monotonic() - began, 3)
         self.result["lazy"] = {"rc": rc, "seconds": seconds}
         if rc == 0:
@@ -489,6 +488,29 @@ class Receiver:
         log = os.path.join(self.work_dir, "lazy", "lazy-pages.log")
         return LazyDone(ok=False, seconds=seconds, error=f"the lazy-pages daemon {cause} before every page arrived",
                         log=log_excerpt(log))
+
+    def _wait_lazy_daemon(self, began: float, channel: Channel | None) -> int | None:
+        """The lazy-pages daemon's exit code, or None when it ran past the timeout (it is stopped then)."""
+        deadline = began + self.params["timeout"]
+        while True:
+            try:
+                return self.lazy_daemon.wait(timeout=max(0.0, min(LAZY_PROGRESS_SECONDS, deadline - time.monotonic())))
+            except subprocess.TimeoutExpired:
+                if time.monotonic() >= deadline:
+                    self._stop_lazy_daemon()
+                    return None
+            channel = self._send_lazy_progress(channel, began)
+
+    def _send_lazy_progress(self, channel: Channel | None, began: float) -> Channel | None:
+        """The channel to send the next progress on: None once the sender is gone (the pages still come)."""
+        if channel is None:
+            return None
+        local_bytes = _inspect.cgroup_memory_bytes(self.restored_pid) if self.restored_pid else None
+        try:
+            send(channel, LazyProgress(local_bytes=local_bytes, seconds=round(time.monotonic() - began, 3)))
+        except (ChannelError, OSError):
+            return None
+        return channel
 
     def _abort(self, message: Abort, channel: Channel) -> Done:
         """The sender rolled back: the held copy (which never ran) goes; the directories stay with the images."""

@@ -69,6 +69,7 @@ def build(plan: Mapping[str, Any], sender: Mapping[str, Any], receiver: Mapping[
         "post_copy_transfer_seconds": lazy.get("seconds"),
         "frozen_ms_criu": final.get("frozen_ms"),
         "downtime_ms": sender.get("downtime_ms"),
+        "memory_bytes": sender.get("memory_bytes"),
         **_downtime_against_budget(sender, final),
         "bytes": dict(bytes_moved, total=sum(bytes_moved.values())),
         "seconds": _phases_and_total(controller_seconds),
@@ -157,13 +158,7 @@ def summary(report: Mapping[str, Any]) -> list[str]:
 def _budget_line(report: Mapping[str, Any]) -> str:
     """budget 1000 ms missed: predicted 513 ms, actual 7913 ms, largest term: restore 4300 ms"""
     verdict = "met" if report["downtime_budget_met"] else "missed"
-    if report["predicted_downtime_ms"] is None:
-        predicted = f"no prediction: {_downtime.NO_EARLIER_MIGRATION}"
-    else:
-        predicted = f"predicted {report['predicted_downtime_ms']:.0f} ms"
-        if report["unpredicted_terms"]:
-            unpredicted = ", ".join(_downtime.term_label(name) for name in report["unpredicted_terms"])
-            predicted += f" (without {unpredicted}: {_downtime.NO_EARLIER_MIGRATION})"
+    predicted = _downtime.describe(report["predicted_downtime_ms"], report["unpredicted_terms"])
     line = f"budget {report['downtime_budget_ms']} ms {verdict}: {predicted}, actual {report['downtime_ms']} ms"
     largest = report["downtime_largest_term"]
     if largest:

@@ -336,6 +336,8 @@ def info(module: Any) -> dict:
         result["migration"] = _settle.latest_record(params["container_id"])
         if result["container"]:
             result["container_problems"] = _inspect.migration_problems(result["container"])
+            running = result["container"]["status"] in ("running", "paused") and result["container"]["pid"]
+            result["container_memory_bytes"] = _inspect.cgroup_memory_bytes(result["container"]["pid"]) if running else None
     return result
 
 

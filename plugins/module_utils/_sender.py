@@ -42,6 +42,7 @@ from ansible_collections.ferry.runc.plugins.module_utils._protocol import (
     Finish,
     Held,
     LazyDone,
+    LazyProgress,
     Machine,
     Prepare,
     Prepared,
@@ -256,7 +257,8 @@ class Sender:
     def _predict_downtime(self, pid: int) -> None:
         """Just before the freeze: the prediction the report holds against the downtime, and a warning when it is over
         the budget (a goal, not a condition: the migration goes on)."""
-        memory_bytes = None if self.report["rounds"] else _downtime.cgroup_memory_bytes(pid)
+        self.report["memory_bytes"] = _inspect.cgroup_memory_bytes(pid)
+        memory_bytes = None if self.report["rounds"] else self.report["memory_bytes"]
         predicted = self.report["predicted_downtime"] = self._prediction(memory_bytes)
         budget = self.params["downtime_budget_ms"]
         if predicted["total_ms"] is not None and predicted["total_ms"] > budget:
@@ -368,7 +370,7 @@ class Sender:
         dump ends once it served them all (its exit code decides when the control channel went silent)."""
         self.channel.settimeout(self.params["timeout"])
         try:
-            done = receive(self.channel, LazyDone)
+            done = self._receive_lazy_done()
         except ChannelError as exc:
             done = LazyDone(ok=False, seconds=0.0, error=f"the receiver went silent ({exc.cause})")
             source_rc = self._lazy_dump_exit(self.params["timeout"])
@@ -379,6 +381,14 @@ class Sender:
         self.report["lazy"] = {"ok": done.ok, "seconds": done.seconds, "source_rc": source_rc}
         if not done.ok and source_rc != 0:
             raise LostAfterCommit(done.error, log=done.log)
+
+    def _receive_lazy_done(self) -> LazyDone:
+        """The receiver's LazyDone; each LazyProgress before it becomes a progress line: the pages still missing."""
+        while True:
+            message = receive(self.channel, LazyDone, LazyProgress)
+            if isinstance(message, LazyDone):
+                return message
+            self._progress("post-copy transfer", **_downtime.lazy_progress(self.report["memory_bytes"], message.local_bytes))
 
     def _lazy_dump_exit(self, wait: float) -> int:
         try:

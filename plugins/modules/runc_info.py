@@ -150,6 +150,13 @@ container_problems:
   returned: when O(container_id) is given and the container exists
   type: list
   elements: str
+container_memory_bytes:
+  description:
+    - The memory of O(container_id) that a dump writes, from its cgroup (C(anon) + C(shmem) of C(memory.stat),
+      cgroup v2); null when it does not run or the host does not say. The migrate role's plan scales its predicted
+      downtime with it.
+  returned: when O(container_id) is given and the container exists
+  type: int
 migration:
   description:
     - The newest migration of O(container_id) that this host took part in and still holds a record of (under

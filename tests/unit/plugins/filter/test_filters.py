@@ -1,5 +1,5 @@
-"""The filters migration_strategy (strategy choice, messages naming the hosts), migration_report (report and summary)
-and migration_costs (the learned costs)."""
+"""The filters migration_strategy (strategy choice, messages naming the hosts), migration_report (report and summary),
+migration_costs (the learned costs) and migration_plan (the plan before the freeze)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.ferry.runc.plugins.filter import migration_costs as costs_filter
+from ansible_collections.ferry.runc.plugins.filter import migration_plan as plan_filter
 from ansible_collections.ferry.runc.plugins.filter import migration_report as report_filter
 from ansible_collections.ferry.runc.plugins.filter import migration_strategy as strategy_filter
 from ansible_collections.ferry.runc.plugins.module_utils._report import build, summary
@@ -24,6 +25,7 @@ def test_the_filters_are_registered_under_their_names():
     assert strategy_filter.FilterModule().filters() == {"migration_strategy": strategy_filter.migration_strategy}
     assert report_filter.FilterModule().filters() == {"migration_report": report_filter.migration_report}
     assert costs_filter.FilterModule().filters() == {"migration_costs": costs_filter.migration_costs}
+    assert plan_filter.FilterModule().filters() == {"migration_plan": plan_filter.migration_plan}
 
 
 @pytest.mark.parametrize(
@@ -105,3 +107,52 @@ def test_the_costs_filter_learns_from_a_report_the_report_filter_built():
     }]}
     assert "budget 1000 ms missed: no prediction: no earlier migration between these hosts, actual 1300 ms," \
            " largest term: restore 500 ms" in report["summary"]
+
+
+MIB = 1024 * 1024
+STOP_AND_COPY_COSTS = {"migrations": [
+    {"migration_id": "m1", "strategy": "stop-and-copy", "transport": "shared", "final_dump_fixed_ms": 2000.0,
+     "write_ms_per_mib": 50.0, "hand_over_ms": 300.0, "restore_ms": 4000.0, "restore_ms_per_mib": 60.0, "release_ms": 20.0}]}
+
+
+def plan(source, destination, costs, memory_bytes=64 * MIB, budget_ms=1000, requested="auto"):
+    chosen = choose(requested, source, destination)
+    return plan_filter.migration_plan(chosen, source, destination, "nfs", costs, memory_bytes, budget_ms)
+
+
+def test_the_plan_predicts_every_supported_strategy_from_the_costs_and_the_memory():
+    result = plan(NONE, NONE, STOP_AND_COPY_COSTS)
+    assert list(result["predictions"]) == ["stop-and-copy"]
+    predicted = result["predictions"]["stop-and-copy"]
+    # 2000 fixed + 64 MiB at 50 ms/MiB + 300 + 64 MiB at 60 ms/MiB + 20
+    assert predicted["terms_ms"] == {"final_dump_fixed": 2000.0, "dirty_pages": 3200.0, "hand_over": 300.0, "restore": 3840.0,
+                                     "release": 20.0}
+    assert result["lines"] == [
+        "plan: stop-and-copy (the source cannot track dirty memory and the destination lacks userfaultfd)",
+        "stop-and-copy: predicted 9360 ms, over the budget of 1000 ms",
+        "no strategy is predicted to meet the budget of 1000 ms (the best: stop-and-copy, 9360 ms)",
+    ]
+
+
+def test_without_earlier_migrations_the_plan_predicts_nothing_and_claims_nothing():
+    result = plan(ALL, ALL, {})
+    assert list(result["predictions"]) == ["stop-and-copy", "pre-copy", "post-copy"]
+    assert result["lines"] == [
+        "plan: pre-copy (the source tracks dirty memory (soft-dirty), so memory can be copied while the container runs)",
+        "pre-copy: no prediction: no earlier migration between these hosts",
+        "stop-and-copy: no prediction: no earlier migration between these hosts",
+        "post-copy: predicted 0 ms (without final dump fixed, hand over, restore, release: no earlier migration between"
+        " these hosts), within the budget of 1000 ms so far",
+    ]
+
+
+def test_pre_copy_leaves_its_dirty_pages_to_its_first_round_and_a_lower_bound_within_budget_is_not_a_promise():
+    costs = {"migrations": [dict(STOP_AND_COPY_COSTS["migrations"][0], strategy="pre-copy", migration_id="m2",
+                                 final_dump_fixed_ms=300.0, restore_ms=500.0)]}
+    result = plan(ALL, NONE, costs, requested="pre-copy")
+    predicted = result["predictions"]["pre-copy"]
+    assert predicted["unpredicted"] == ["dirty_pages"]
+    assert predicted["terms_ms"]["restore"] == 500.0  # planned without the memory (its rounds measure it): unscaled
+    assert result["lines"][1] == ("pre-copy: predicted 1120 ms (without dirty pages: no earlier migration between these"
+                                  " hosts), over the budget of 1000 ms")
+    assert "no strategy" not in result["lines"][-1]  # stop-and-copy has no prediction: nothing can be said of it

@@ -335,13 +335,14 @@ def lazy_pages_fail(args: list[str]) -> None:
 
 
 def lazy_pages(args: list[str]) -> None:
-    """The destination's lazy-pages daemon: its socket, then (once the restore is done) every page, then the end."""
+    """The destination's lazy-pages daemon: its socket, then (once the restore is done) every page, then the end; on a
+    host with the file lazy-pages-slow the pages take 5 s."""
     directory = value(args, "-D")
     source = f"{value(args, '--address')}:{value(args, '--port')}"
     open(os.path.join(directory, "lazy-pages.socket"), "w").close()
     while not os.path.exists(os.path.join(directory, "stats-restore")):
         time.sleep(0.01)
-    time.sleep(0.2)
+    time.sleep(5 if os.path.exists(os.path.join(HOST, "lazy-pages-slow")) else 0.2)
     with open(os.path.join(NET, f"lazy-{source}.done"), "w") as handle:
         handle.write("0\n")
 

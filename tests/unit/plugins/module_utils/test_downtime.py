@@ -9,7 +9,8 @@ from typing import Any, Dict
 import pytest
 import yaml
 
-from ansible_collections.ferry.runc.plugins.module_utils._downtime import KEPT_MIGRATIONS, TERMS, learn, measured_terms, predict
+from ansible_collections.ferry.runc.plugins.module_utils import _downtime
+from ansible_collections.ferry.runc.plugins.module_utils._downtime import KEPT_MIGRATIONS, MIB, TERMS, learn, measured_terms, predict
 
 CASES = yaml.safe_load(pathlib.Path(__file__).with_suffix(".yaml").read_text(encoding="utf-8"))
 
@@ -76,3 +77,17 @@ def test_learn_keeps_the_newest_migrations():
 def test_learn_replaces_a_migration_it_recorded_already():
     costs = learn(learn({}, report("web1-1")), report("web1-1", downtime_terms_ms=dict(report()["downtime_terms_ms"], release=99)))
     assert [(entry["migration_id"], entry["release_ms"]) for entry in costs["migrations"]] == [("web1-1", 99)]
+
+
+@pytest.mark.parametrize(
+    "memory_bytes, local_bytes, expected",
+    [
+        (64 * MIB, 16 * MIB, {"memory_local_mib": 16, "pages_missing": 48 * MIB // 4096}),
+        (64 * MIB, 80 * MIB, {"memory_local_mib": 80, "pages_missing": 0}),
+        (None, 16 * MIB, {"memory_local_mib": 16}),
+        (64 * MIB, None, {}),
+    ],
+    ids=["some missing", "more than the source had", "source memory unknown", "destination memory unknown"],
+)
+def test_a_post_copy_progress_line_counts_the_pages_still_missing(memory_bytes, local_bytes, expected):
+    assert _downtime.lazy_progress(memory_bytes, local_bytes) == expected
