@@ -90,6 +90,7 @@ class Sender:
         self.receiver_checks_images = True
         # What every progress line from now on repeats (a controller that follows may miss a single line).
         self.progress_notes: dict[str, Any] = {}
+        self.progress_log: list[dict[str, Any]] = []
         # What lives as long as the agent, after its recovery too: the lazy page server's firewall rule.
         self.held_open = contextlib.ExitStack()
         self.started = time.monotonic()
@@ -564,10 +565,18 @@ class Sender:
         return added_config_section(f"{self.params['migration_id']} tls", tls_config_lines(self.tls_paths))
 
     def _record_phase(self, phase: SenderPhase) -> None:
-        self.status.write(phase=phase.value, history=self.machine.history)
+        """Each phase is also a progress of its own: the follower shows a line for it."""
+        self.status.write(phase=phase.value, history=self.machine.history, **self._progress_fields())
 
     def _progress(self, step: str, **numbers: Any) -> None:
-        self.status.write(progress=dict(self.progress_notes, **numbers, step=step, seconds=round(time.monotonic() - self.started, 1)))
+        self.status.write(**self._progress_fields(step=step, **numbers))
+
+    def _progress_fields(self, **numbers: Any) -> dict[str, Any]:
+        """The latest progress, and every one so far in order (a follower that polls seldom still shows each round)."""
+        entry = dict(self.progress_notes, **numbers, phase=self.machine.phase.value,
+                     seconds=round(time.monotonic() - self.started, 1), index=len(self.progress_log) + 1)
+        self.progress_log.append(entry)
+        return {"progress": entry, "progress_log": self.progress_log}
 
 
 class InDoubt(FerryError):

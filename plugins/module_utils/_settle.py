@@ -37,16 +37,17 @@ def agent_status(module: Any) -> dict[str, Any]:
         time.sleep(POLL_INTERVAL)
         status = read_json(path)
     runc = Runc(module, binary(module, "runc", params["runc_path"]), params["root"])
-    return dict(_summary(status), changed=False, container_status=runc.copy_status(params["container"]))
+    return dict(_summary(status, params["progress_since"]), changed=False, container_status=runc.copy_status(params["container"]))
 
 
 def _ended(status: dict | None) -> bool:
     return bool(status) and (status.get("finished") or not alive(status.get("agent")))
 
 
-def _summary(status: dict | None) -> dict[str, Any]:
+def _summary(status: dict | None, since: int) -> dict[str, Any]:
     if status is None:
-        return {"found": False, "finished": False, "died": False, "phase": None, "progress": {}, "result": {}}
+        return {"found": False, "finished": False, "died": False, "phase": None, "progress": {}, "progress_log": [],
+                "result": {}}
     died = not status.get("finished") and not alive(status.get("agent"))
     return {
         "found": True,
@@ -54,6 +55,7 @@ def _summary(status: dict | None) -> dict[str, Any]:
         "died": died or bool(status.get("died")),
         "phase": status.get("phase"),
         "progress": status.get("progress") or {},
+        "progress_log": [entry for entry in status.get("progress_log") or [] if entry["index"] > since],
         "result": status.get("result") or {},
         "history": status.get("history") or [],
     }

@@ -44,6 +44,10 @@ options:
     description: Seconds to wait for the agent to record something new before returning anyway.
     type: int
     default: 10
+  progress_since:
+    description: Return in RV(progress_log) only the progress recorded after the one with this index (V(0) for all).
+    type: int
+    default: 0
   root:
     description: runc's state directory (runc C(--root)); runc's default when unset.
     type: path
@@ -94,6 +98,14 @@ progress:
       O(ferry.runc.migration_sender#module:downtime_budget_ms) (the migration goes on).
   returned: always
   type: dict
+progress_log:
+  description:
+    - Every progress the sender recorded after the one numbered O(progress_since), oldest first, each like RV(progress)
+      with its C(index) (1, 2, ...); what a follower that polls less often than the agent moves shows, so that no
+      pre-copy round goes unseen. The receiver records none.
+  returned: always
+  type: list
+  elements: dict
 result:
   description: When finished, the agent's result; the sender's is the migration's report.
   returned: always
@@ -122,6 +134,7 @@ def main() -> None:
             "side": {"type": "str", "required": True, "choices": ["sender", "receiver"]},
             "container": {"type": "str", "required": True},
             "wait": {"type": "int", "default": 10},
+            "progress_since": {"type": "int", "default": 0},
             "root": {"type": "path"},
             "runc_path": {"type": "path"},
         },

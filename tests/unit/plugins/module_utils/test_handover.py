@@ -13,6 +13,7 @@ import pytest
 
 from _world import World
 
+from ansible_collections.ferry.runc.plugins.module_utils import _settle
 from ansible_collections.ferry.runc.plugins.module_utils._commands import alive
 from ansible_collections.ferry.runc.plugins.module_utils._manifest import MANIFEST_NAME
 
@@ -317,7 +318,7 @@ def test_a_prediction_over_the_budget_is_reported_before_the_freeze_and_the_migr
     predicted = sender["result"]["predicted_downtime"]
     assert (predicted["largest_term"], predicted["terms_ms"]["restore"], predicted["unpredicted"]) == ("restore", 4200, [])
     assert sender["result"]["rounds"][-1]["predicted_downtime_ms"] == predicted["total_ms"] > 4350
-    # The last progress line (the release) still carries the warning.
+    # The last progress line (the end) still carries the warning.
     assert sender["progress"]["over_budget"] == (
         f"predicted downtime {predicted['total_ms']:.0f} ms is over the budget of 1000 ms (largest term: restore 4200 ms);"
         " migrating anyway")
@@ -340,12 +341,28 @@ def test_post_copy_reports_the_pages_still_missing_while_they_come(world):
     migration.wait_for_agents()
     sender = migration.statuses()["sender"]
     assert sender["phase"] == "done", sender
-    # The page transfer took 5 s, the receiver reports every 2 s: the last progress line is one of those reports.
-    assert sender["progress"]["step"] == "post-copy transfer", sender["progress"]
+    # The page transfer took 5 s, the receiver reports every 2 s.
+    reports = [entry for entry in sender["progress_log"] if entry.get("step") == "post-copy transfer"]
+    assert len(reports) >= 2 and {entry["phase"] for entry in reports} == {"transferring pages"}, sender["progress_log"]
     # The numbers need the restored copy's cgroup v2 memory.stat, which this test machine may not give (test_inspect
     # and test_downtime check them); only they may come beside the step.
-    assert set(sender["progress"]) <= {"memory_local_mib", "pages_missing", "step", "seconds"}, sender["progress"]
+    assert set().union(*reports) <= {"memory_local_mib", "pages_missing", "step", "phase", "seconds", "index"}, reports
     assert migration.copies() == {"src": "absent", "dst": "running"}
+
+
+def test_every_progress_is_kept_in_order_so_a_slow_follower_shows_each_pre_copy_round(world):
+    migration = world(strategy="pre-copy")
+    migration.start()
+    migration.wait_for_agents()
+    log = migration.statuses()["sender"]["progress_log"]
+    assert [entry["index"] for entry in log] == list(range(1, len(log) + 1))
+    steps = [entry.get("step", "phase " + entry["phase"]) for entry in log]
+    assert steps[:5] == ["phase pre-copy", "pre-dump round 1", "pre-dump round 1 done", "pre-dump round 2",
+                         "pre-dump round 2 done"], steps
+    assert {entry["phase"] for entry in log[:5]} == {"pre-copy"}
+    assert steps[-3:] == ["phase released", "released", "phase done"], steps
+    assert log[-1] == migration.statuses()["sender"]["progress"]
+    assert _settle._summary({"progress_log": log, "agent": {}}, since=2)["progress_log"] == log[2:]
 
 
 def test_a_foreign_leave_stopped_is_named_before_anything_is_frozen(world):
