@@ -44,7 +44,7 @@ def _ended(status: dict | None) -> bool:
     return bool(status) and (status.get("finished") or not alive(status.get("agent")))
 
 
-def _summary(status: dict | None, since: int) -> dict[str, Any]:
+def _summary(status: dict | None, since: int = 0) -> dict[str, Any]:
     if status is None:
         return {"found": False, "finished": False, "died": False, "phase": None, "progress": {}, "progress_log": [],
                 "result": {}}
