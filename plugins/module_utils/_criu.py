@@ -53,6 +53,22 @@ def feature_supported(runner, criu_path: str, feature: str) -> bool:
     return rc == 0
 
 
+CPUINFO_IMAGE = "cpuinfo.img"
+
+
+def cpuinfo_dump(runner, criu_path: str, directory: str, step: str) -> None:
+    """Write this host's CPU features into directory (cpuinfo.img), for another host's cpuinfo_check."""
+    rc, out, err = runner.run_command([criu_path, "cpuinfo", "dump", "-D", directory], check_rc=False)
+    if rc != 0:
+        raise CommandError(f"criu cpuinfo dump failed: {(err or out).strip()}", step=step)
+
+
+def cpuinfo_check(runner, criu_path: str, directory: str) -> dict:
+    """Whether this CPU has every feature of the one whose cpuinfo.img is in directory, and what CRIU said."""
+    rc, out, err = runner.run_command([criu_path, "cpuinfo", "check", "-D", directory], check_rc=False)
+    return {"passed": rc == 0, "output": (err or out).strip()}
+
+
 def probe_features(runner, criu_path: str) -> dict[str, bool]:
     """Return every probe of FEATURE_PROBES, plus network_lock_iptables (CRIU's default network lock)."""
     features = {name: feature_supported(runner, criu_path, feature) for name, feature in FEATURE_PROBES.items()}

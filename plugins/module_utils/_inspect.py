@@ -59,6 +59,32 @@ def migration_problems(state: Mapping[str, Any], proc: str = "/proc") -> list[st
     return stdio_problems(state["pid"], proc)
 
 
+def container_details(state: Mapping[str, Any], proc: str = "/proc", cgroup_root: str = "/sys/fs/cgroup") -> dict[str, Any]:
+    """What an evacuation's placement needs of one container as `runc state` describes it: why it cannot move, its
+    memory, the host paths it binds and its annotations (from its bundle's config.json, which the host wrote)."""
+    details: dict[str, Any] = {"problems": migration_problems(state, proc), "memory_bytes": None, "bind_sources": [], "annotations": {}}
+    if state.get("status") in ("running", "paused") and state.get("pid"):
+        details["memory_bytes"] = cgroup_memory_bytes(state["pid"], proc, cgroup_root)
+    try:
+        config = read_config(state["bundle"])
+    except (OSError, ValueError) as exc:
+        details["problems"].append(f"its bundle's config.json cannot be read ({exc})")
+        return details
+    details["bind_sources"] = bind_sources(config)
+    details["annotations"] = config.get("annotations") or {}
+    return details
+
+
+def memory_available_bytes(meminfo: str = "/proc/meminfo") -> int | None:
+    """The memory the kernel says new work can use without swapping (MemAvailable), None when it does not say."""
+    try:
+        with open(meminfo, encoding="utf-8") as handle:
+            fields = dict(line.split(":", 1) for line in handle if ":" in line)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError, IndexError):
+        return None
+
+
 def missing_paths(paths: list[str]) -> list[str]:
     return [path for path in paths if not os.path.exists(path)]
 

@@ -27,7 +27,9 @@ from ansible_collections.ferry.runc.plugins.module_utils._agent import StatusFil
 from ansible_collections.ferry.runc.plugins.module_utils._channel import SHARE_TOKEN, Channel, ChannelError, accept
 from ansible_collections.ferry.runc.plugins.module_utils._commands import ProcessRunner, process_start_time
 from ansible_collections.ferry.runc.plugins.module_utils._criu import (
+    CPUINFO_IMAGE,
     HOLD_LINES,
+    cpuinfo_check,
     exclusive_config_section,
     log_excerpt,
     mount_points_under,
@@ -232,12 +234,12 @@ class Receiver:
             self.created_dirs.append(path)
 
     def _check_cpu(self, cpuinfo: str) -> None:
-        with open(os.path.join(self.work_dir, "cpuinfo.img"), "wb") as handle:
+        with open(os.path.join(self.work_dir, CPUINFO_IMAGE), "wb") as handle:
             handle.write(base64.b64decode(cpuinfo))
-        rc, out, err = self.runner.run_command([self.criu_path, "cpuinfo", "check", "-D", self.work_dir], check_rc=False)
-        if rc != 0:
+        check = cpuinfo_check(self.runner, self.criu_path, self.work_dir)
+        if not check["passed"]:
             raise InputError(
-                f"the destination's CPU lacks features of the source's, so the restored processes could crash (criu cpuinfo check: {(err or out).strip()})"
+                f"the destination's CPU lacks features of the source's, so the restored processes could crash (criu cpuinfo check: {check['output']})"
             )
 
     def _check_share(self, token: str | None) -> None:

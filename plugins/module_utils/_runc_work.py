@@ -5,9 +5,11 @@ module's result and raises FerryError (InputError for a refused request) instead
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
+import tempfile
 from typing import Any, Callable
 
 from ansible_collections.ferry.runc.plugins.module_utils import _criu, _criu_stats, _images, _inspect, _settle
@@ -319,18 +321,20 @@ def _restored_already(module: Any, params: dict, step: str, result: dict) -> dic
 
 
 def info(module: Any) -> dict:
-    """runc, CRIU, their features and the cgroup version, and a container's state (and what stops its move) when asked."""
+    """runc, CRIU, their features and the cgroup version (unless read_host is false), the containers, and a container's
+    state (and what stops its move) when asked."""
     params = _params(module)
     runc = Runc(module, params["runc_path"], params["root"])
-    result = {
-        "changed": False,
-        "runc_version": runc.version(),
-        "criu_version": _criu.criu_version(module, params["criu_path"]),
-        "criu_check": _criu.criu_check(module, params["criu_path"]),
-        "features": _criu.probe_features(module, params["criu_path"]),
-        "cgroup_version": cgroup_version(module),
-        "containers": runc.containers(),
-    }
+    result: dict[str, Any] = {"changed": False}
+    if params["read_host"]:
+        result.update(
+            runc_version=runc.version(),
+            criu_version=_criu.criu_version(module, params["criu_path"]),
+            criu_check=_criu.criu_check(module, params["criu_path"]),
+            features=_criu.probe_features(module, params["criu_path"]),
+            cgroup_version=cgroup_version(module),
+        )
+    result["containers"] = runc.containers()
     if params["container_id"]:
         result["container"] = runc.state(params["container_id"])
         result["migration"] = _settle.latest_record(params["container_id"])
@@ -338,7 +342,36 @@ def info(module: Any) -> dict:
             result["container_problems"] = _inspect.migration_problems(result["container"])
             running = result["container"]["status"] in ("running", "paused") and result["container"]["pid"]
             result["container_memory_bytes"] = _inspect.cgroup_memory_bytes(result["container"]["pid"]) if running else None
+    if params["details"]:
+        result["containers"] = [dict(state, **_inspect.container_details(state)) for state in result["containers"]]
+        result["memory_available_bytes"] = _inspect.memory_available_bytes()
+    if params["dump_cpu_image"]:
+        result["cpu_image"] = _cpu_image(module, params["criu_path"])
+    if params["check_cpu_image"]:
+        result["cpu_check"] = _cpu_check(module, params["criu_path"], params["check_cpu_image"])
+    if params["check_paths"]:
+        result["missing_paths"] = _inspect.missing_paths(params["check_paths"])
     return result
+
+
+def _cpu_image(module: Any, criu_path: str) -> str:
+    """This host's CPU features as `criu cpuinfo dump` writes them, base64-encoded."""
+    with tempfile.TemporaryDirectory(prefix="ferry-cpuinfo-", dir=_criu.TLS_FILES_PARENT) as directory:
+        _criu.cpuinfo_dump(module, criu_path, directory, step="reading the CPU features")
+        with open(os.path.join(directory, _criu.CPUINFO_IMAGE), "rb") as handle:
+            return base64.b64encode(handle.read()).decode("ascii")
+
+
+def _cpu_check(module: Any, criu_path: str, cpu_image: str) -> dict:
+    """`criu cpuinfo check` of another host's CPU image (base64) against this host's CPU."""
+    try:
+        image = base64.b64decode(cpu_image, validate=True)
+    except ValueError as exc:
+        raise InputError(f"check_cpu_image is not base64 ({exc}); pass another host's cpu_image", step="checking the CPU features") from exc
+    with tempfile.TemporaryDirectory(prefix="ferry-cpuinfo-", dir=_criu.TLS_FILES_PARENT) as directory:
+        with open(os.path.join(directory, _criu.CPUINFO_IMAGE), "wb") as handle:
+            handle.write(image)
+        return _criu.cpuinfo_check(module, criu_path, directory)
 
 
 def cgroup_version(module: Any) -> int:

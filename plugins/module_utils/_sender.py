@@ -23,8 +23,10 @@ from ansible_collections.ferry.runc.plugins.module_utils._agent import StatusFil
 from ansible_collections.ferry.runc.plugins.module_utils._channel import Channel, ChannelError, PeerFailed, connect
 from ansible_collections.ferry.runc.plugins.module_utils._commands import ProcessRunner, own_identity
 from ansible_collections.ferry.runc.plugins.module_utils._criu import (
+    CPUINFO_IMAGE,
     added_config_section,
     config_lock,
+    cpuinfo_dump,
     foreign_config_problems,
     log_excerpt,
     tls_config_lines,
@@ -65,7 +67,6 @@ from ansible_collections.ferry.runc.plugins.module_utils._runc import (
 )
 
 FINAL = "final"
-CPUINFO = "cpuinfo.img"
 # Seconds a lazy dump may take to end after the receiver reported every page arrived.
 LAZY_DUMP_EXIT_WAIT = 60
 
@@ -183,10 +184,7 @@ class Sender:
         except FileExistsError as exc:
             raise InputError(f"the image directory {self.image_dir} exists already; choose another migration id", step="preflight") from exc
         self.created_image_dir = True
-        argv = [self.params["criu_path"], "cpuinfo", "dump", "-D", self.image_dir]
-        rc, out, err = self.runner.run_command(argv, check_rc=False)
-        if rc != 0:
-            raise CommandError(f"criu cpuinfo dump failed: {(err or out).strip()}", step="preflight")
+        cpuinfo_dump(self.runner, self.params["criu_path"], self.image_dir, step="preflight")
         return self.transport.prepare(self.image_dir)
 
     def _connect(self) -> Channel:
@@ -197,7 +195,7 @@ class Sender:
             raise exc.at("connect to the receiver")
 
     def _prepare_receiver(self, bundle: str, share_token: str | None) -> None:
-        with open(os.path.join(self.image_dir, CPUINFO), "rb") as handle:
+        with open(os.path.join(self.image_dir, CPUINFO_IMAGE), "rb") as handle:
             cpuinfo = base64.b64encode(handle.read()).decode()
         config = _inspect.read_config(bundle)
         prepared = request(self.channel, Prepare(

@@ -11,6 +11,8 @@ version_added: 1.0.0
 description:
   - Reports the versions of runc and CRIU, the result of C(criu check), the CRIU features that decide the migration
     strategy, the cgroup version and the containers runc knows; given O(container_id), that container's state.
+  - With O(details), O(dump_cpu_image), O(check_cpu_image) and O(check_paths), also what placing its containers on
+    other hosts needs; the CPU image lives in a temporary directory under C(/run) only while the module runs.
   - Changes nothing.
   - The features are C(criu check --feature) probes. C(mem_dirty_track) allows pre-copy (pre-dumps),
     C(uffd) and C(uffd_noncoop) allow post-copy (lazy pages); CRIU locks the container's network during a dump,
@@ -32,6 +34,41 @@ options:
   container_id:
     description: A container to report on (RV(container)).
     type: str
+  read_host:
+    description:
+      - Whether to read the host - RV(runc_version), RV(criu_version), RV(criu_check), RV(features) and
+        RV(cgroup_version). V(false) reads only the containers, for a caller that read the host earlier in the same
+        run (the migrate role when the playbook C(ferry.runc.evacuate) read every host before its migrations).
+    type: bool
+    default: true
+    version_added: 1.1.0
+  details:
+    description:
+      - Whether each running or paused container in RV(containers) also gets what a placement needs - why it could
+        not move, its memory, the host paths it binds and its annotations - and the host its available memory
+        (RV(memory_available_bytes)). The playbook C(ferry.runc.evacuate) reads the host to empty this way.
+    type: bool
+    version_added: 1.1.0
+    default: false
+  dump_cpu_image:
+    description:
+      - Whether to return this host's CPU features as C(criu cpuinfo dump) writes them (RV(cpu_image)), for
+        O(check_cpu_image) on another host.
+    type: bool
+    version_added: 1.1.0
+    default: false
+  check_cpu_image:
+    description:
+      - Another host's RV(cpu_image); this host's CPU is checked against it with C(criu cpuinfo check)
+        (RV(cpu_check)) - whether processes of that host would find every CPU feature they may use here.
+    type: str
+    version_added: 1.1.0
+  check_paths:
+    description: Host paths whose absence here RV(missing_paths) reports, for example another host's bind-mount sources.
+    type: list
+    version_added: 1.1.0
+    elements: path
+    default: []
 seealso:
   - module: ferry.runc.runc_checkpoint
   - module: ferry.runc.runc_restore
@@ -66,17 +103,17 @@ EXAMPLES = r"""
 RETURN = r"""
 runc_version:
   description: runc's version, from C(runc --version).
-  returned: always
+  returned: unless O(read_host) is false
   type: str
   sample: 1.1.5+ds1
 criu_version:
   description: CRIU's version, from C(criu --version).
-  returned: always
+  returned: unless O(read_host) is false
   type: str
   sample: 3.17.1
 criu_check:
   description: The result of C(criu check).
-  returned: always
+  returned: unless O(read_host) is false
   type: dict
   contains:
     passed:
@@ -88,7 +125,7 @@ criu_check:
   sample: {"passed": true, "output": "Looks good."}
 features:
   description: Which CRIU features the host supports.
-  returned: always
+  returned: unless O(read_host) is false
   type: dict
   contains:
     mem_dirty_track:
@@ -109,7 +146,7 @@ features:
   sample: {"mem_dirty_track": true, "uffd": true, "uffd_noncoop": true, "network_lock_iptables": true, "network_lock_nftables": true}
 cgroup_version:
   description: V(2) on the unified cgroup hierarchy, V(1) otherwise.
-  returned: always
+  returned: unless O(read_host) is false
   type: int
   sample: 2
 containers:
@@ -118,6 +155,45 @@ containers:
   type: list
   elements: dict
   sample: [{"id": "web1", "pid": 1829, "status": "running", "bundle": "/srv/bundles/web1", "created": "2026-11-25T22:37:01.722697285Z"}]
+  contains:
+    problems:
+      description: With O(details), why the container could not survive a live migration as it runs (as RV(container_problems)).
+      type: list
+      elements: str
+    memory_bytes:
+      description: With O(details), its memory as RV(container_memory_bytes) gives it.
+      type: int
+    bind_sources:
+      description: With O(details), the host paths its C(config.json) binds into it.
+      type: list
+      elements: str
+    annotations:
+      description: With O(details), the annotations of its C(config.json).
+      type: dict
+memory_available_bytes:
+  description: The memory new work can use on this host without swapping (C(MemAvailable) of C(/proc/meminfo)); null when the kernel does not say.
+  returned: when O(details) is true
+  type: int
+cpu_image:
+  description: This host's C(cpuinfo.img) from C(criu cpuinfo dump), base64-encoded.
+  returned: when O(dump_cpu_image) is true
+  type: str
+cpu_check:
+  description: C(criu cpuinfo check) of O(check_cpu_image) against this host's CPU.
+  returned: when O(check_cpu_image) is given
+  type: dict
+  contains:
+    passed:
+      description: Whether this CPU has every feature of the other host's.
+      type: bool
+    output:
+      description: What C(criu cpuinfo check) printed.
+      type: str
+missing_paths:
+  description: The paths of O(check_paths) that do not exist on this host.
+  returned: when O(check_paths) is not empty
+  type: list
+  elements: str
 container:
   description: C(runc state) of O(container_id), null when runc knows no such container.
   returned: when O(container_id) is given
@@ -186,7 +262,15 @@ from ansible_collections.ferry.runc.plugins.module_utils._errors import FerryErr
 
 def main() -> None:
     module = AnsibleModule(
-        argument_spec=dict(_runc.COMMON_ARGUMENT_SPEC, container_id={"type": "str"}),
+        argument_spec=dict(
+            _runc.COMMON_ARGUMENT_SPEC,
+            container_id={"type": "str"},
+            read_host={"type": "bool", "default": True},
+            details={"type": "bool", "default": False},
+            dump_cpu_image={"type": "bool", "default": False},
+            check_cpu_image={"type": "str"},
+            check_paths={"type": "list", "elements": "path", "default": []},
+        ),
         supports_check_mode=True,
     )
     try:

@@ -35,3 +35,10 @@ def test_every_default_is_in_the_specs(role):
 
 def test_every_role_has_a_readme():
     assert sorted(p.name for p in ROLES.iterdir() if not (p / "README.md").exists()) == []
+
+
+def test_the_migrate_variables_the_evacuate_role_reads_have_the_migrate_roles_defaults():
+    evacuate = yaml.safe_load((ROLES / "evacuate" / "defaults" / "main.yml").read_text(encoding="utf-8"))
+    migrate = yaml.safe_load((ROLES / "migrate" / "defaults" / "main.yml").read_text(encoding="utf-8"))
+    shared = {name: value for name, value in evacuate.items() if name.startswith("migrate_")}
+    assert shared and shared == {name: migrate[name] for name in shared}
