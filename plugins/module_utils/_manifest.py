@@ -85,13 +85,17 @@ def sizes(directory: str) -> Dict[str, int]:
 
 def read_back(directory: str, expected_sizes: Mapping[str, int], copy_into: str | None = None) -> tuple[Manifest, list[str]]:
     """The manifest of this directory's copy of the files named in expected_sizes, each hashed as it is read once
-    (and with copy_into, written there in the same pass), and every way the copy differs in presence or size."""
+    (and with copy_into, written there in the same pass), and every way the copy differs in presence or size. The
+    names come from the other host: one that is not a plain file name, or a symbolic link, is never followed."""
     found: Manifest = {}
     problems = []
     for name, expected_size in sorted(expected_sizes.items()):
+        if name in ("", ".", "..") or "/" in name or "\0" in name:
+            problems.append(f"{name!r}: not a file name of the image directory")
+            continue
         path = os.path.join(directory, name)
         try:
-            status = os.stat(path)
+            status = os.lstat(path)
         except FileNotFoundError:
             problems.append(f"{name}: missing")
             continue

@@ -135,7 +135,7 @@ def _line(source: str, entry: Mapping[str, Any]) -> str:
         alone = "" if entry["parallel"] else ", alone (its page stream's TLS)"
         return f"{name}: {source} -> {entry['destination']}, {entry['strategy']} ({entry['why']}), {entry['prediction']}{alone}"
     if entry["action"] == "stop":
-        return f"{name}: stopped on {source} ({entry['mode_from']})"
+        return f"{name}: stop on {source} ({entry['mode_from']})"
     if entry["action"] == "skip":
         return f"{name}: skipped, stays running on {source} ({entry['mode_from']})"
     return f"{name}: stays running on {source}: {'; '.join(entry['reasons'])}"

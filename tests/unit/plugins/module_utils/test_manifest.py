@@ -142,14 +142,14 @@ def test_verify_names_the_file_and_the_problem(images, damage, problem):
 
 def test_verify_tells_an_unreadable_file_from_a_missing_one(images, monkeypatch: pytest.MonkeyPatch):
     manifest = _manifest.build(str(images))
-    real_stat = os.stat
+    real_lstat = os.lstat
 
     def stale_share(path, *args, **kwargs):
         if str(path).endswith("inventory.img"):
             raise OSError(errno.ESTALE, os.strerror(errno.ESTALE), str(path))
-        return real_stat(path, *args, **kwargs)
+        return real_lstat(path, *args, **kwargs)
 
-    monkeypatch.setattr(os, "stat", stale_share)
+    monkeypatch.setattr(os, "lstat", stale_share)
     assert _manifest.verify(str(images), manifest) == [f"inventory.img: unreadable ({os.strerror(errno.ESTALE)})"]
 
 
@@ -195,3 +195,19 @@ def test_mismatches_names_each_file_that_differs_or_was_not_read_back():
     found = {"a.img": {"size": 1, "blake2b": "x"}, "b.img": {"size": 1, "blake2b": "other"}}
     assert _manifest.mismatches(expected, found) == ["b.img: checksum mismatch", "c.img: not read back"]
     assert _manifest.mismatches(expected, expected) == []
+
+
+@pytest.mark.parametrize("name", ["../outside", "sub/pages-1.img", "..", ".", ""])
+def test_read_back_refuses_a_name_that_leaves_the_directory(images, tmp_path, name):
+    (tmp_path / "outside").write_bytes(b"x")
+    found, problems = _manifest.read_back(str(images), {name: 1}, copy_into=str(tmp_path / "copy"))
+    assert found == {} and problems == [f"{name!r}: not a file name of the image directory"]
+
+
+def test_read_back_does_not_follow_a_symbolic_link(images, tmp_path):
+    (tmp_path / "secret").write_bytes(b"secret")
+    (images / "pages-9.img").symlink_to(tmp_path / "secret")
+    (tmp_path / "copy").mkdir()
+    found, problems = _manifest.read_back(str(images), {"pages-9.img": 6}, copy_into=str(tmp_path / "copy"))
+    assert found == {} and problems == ["pages-9.img: missing"]
+    assert not (tmp_path / "copy" / "pages-9.img").exists()
