@@ -67,8 +67,19 @@ def refusals(container: Mapping[str, Any], host: str, info: Mapping[str, Any], s
     return reasons
 
 
-def needed_bytes(container: Mapping[str, Any], margin_bytes: int) -> int:
-    return (container.get("memory_bytes") or 0) + margin_bytes
+def needed_bytes(container: Mapping[str, Any], margin_mib: int) -> int:
+    return (container.get("memory_bytes") or 0) + margin_mib * MIB
+
+
+def memory_refusal(host: str, free_bytes: int | None, container: Mapping[str, Any], margin_mib: int) -> list[str]:
+    """Why host's memory left after the containers placed before cannot hold this one: empty when it can."""
+    if free_bytes is None:
+        return [f"{host} does not say how much memory it has available"]
+    needed = needed_bytes(container, margin_mib)
+    if free_bytes < needed:
+        return [f"{host} has {free_bytes // MIB} MiB available after the containers placed before this one, "
+                f"and this one needs {needed // MIB} MiB (its memory and the margin of {margin_mib} MiB)"]
+    return []
 
 
 def place(source: str, source_info: Mapping[str, Any], destinations: Mapping[str, Mapping[str, Any]],
@@ -101,24 +112,11 @@ def _entry(container: Mapping[str, Any], source: str, source_info: Mapping[str, 
     if container.get("problems"):
         entry["reasons"] = list(container["problems"])
         return entry
-    margin = request["memory_margin_mib"] * MIB
-    candidates, reasons = [], []
-    for host in sorted(destinations):
-        refused = refusals(container, host, destinations[host], request["strategy"], source_info["features"])
-        if not refused and free[host] is None:
-            refused = [f"{host} does not say how much memory it has available"]
-        elif not refused and free[host] < needed_bytes(container, margin):
-            refused = [f"{host} has {free[host] // MIB} MiB available after the containers placed before this one, "
-                       f"and this one needs {needed_bytes(container, margin) // MIB} MiB (its memory and the margin of {request['memory_margin_mib']} MiB)"]
-        if refused:
-            reasons += refused
-        else:
-            candidates.append(host)
-    if not candidates:
+    destination, reasons = _destination(container, source_info, destinations, free, request)
+    if destination is None:
         entry["reasons"] = reasons
         return entry
-    destination = max(candidates, key=lambda host: (free[host], -sorted(destinations).index(host)))
-    free[destination] -= needed_bytes(container, margin)
+    free[destination] -= needed_bytes(container, request["memory_margin_mib"])
     strategy, why = choose(request["strategy"], source_info["features"], destinations[destination]["features"])
     prediction = plan(strategy, why, [strategy], request["transport"], (request["learned_costs"] or {}).get(destination) or {},
                       container.get("memory_bytes"), request["budget_ms"])["predictions"][strategy]
@@ -127,6 +125,19 @@ def _entry(container: Mapping[str, Any], source: str, source_info: Mapping[str, 
                  # runc's CRIU reads page-stream TLS from one config file per host: such migrations go one at a time.
                  parallel=strategy != "post-copy" and request["transport"] != "page-server")
     return entry
+
+
+def _destination(container: Mapping[str, Any], source_info: Mapping[str, Any], destinations: Mapping[str, Mapping[str, Any]],
+                 free: Mapping[str, int | None], request: Mapping[str, Any]) -> tuple[str | None, list[str]]:
+    """The compatible destination with the most memory left (the first by name on a tie), or None and every reason."""
+    candidates, reasons = [], []
+    for host in sorted(destinations):
+        refused = (refusals(container, host, destinations[host], request["strategy"], source_info["features"])
+                   or memory_refusal(host, free[host], container, request["memory_margin_mib"]))
+        reasons += refused
+        if not refused:
+            candidates.append(host)
+    return max(candidates, key=lambda host: free[host], default=None), reasons
 
 
 def _line(source: str, entry: Mapping[str, Any]) -> str:
