@@ -76,20 +76,12 @@ _value:
 """
 
 from ansible_collections.ferry.runc.plugins.module_utils._downtime import plan
-from ansible_collections.ferry.runc.plugins.module_utils._strategy import STRATEGIES, choose
+from ansible_collections.ferry.runc.plugins.module_utils._strategy import supported
 
 
 def migration_plan(chosen, source_features, destination_features, transport, learned_costs, memory_bytes, budget_ms):
-    supported = [strategy for strategy in STRATEGIES if _supported(strategy, source_features, destination_features)]
-    return plan(chosen["strategy"], chosen["why"], supported, transport, learned_costs or {}, memory_bytes, budget_ms)
-
-
-def _supported(strategy, source_features, destination_features):
-    try:
-        choose(strategy, source_features, destination_features)
-    except ValueError:
-        return False
-    return True
+    allowed = supported(source_features, destination_features, transport)
+    return plan(chosen["strategy"], chosen["why"], allowed, transport, learned_costs or {}, memory_bytes, budget_ms)
 
 
 class FilterModule:

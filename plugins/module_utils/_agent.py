@@ -22,7 +22,7 @@ import tempfile
 import time
 from typing import Any, Mapping
 
-from ansible_collections.ferry.runc.plugins.module_utils import _protocol
+from ansible_collections.ferry.runc.plugins.module_utils import _protocol, _strategy
 from ansible_collections.ferry.runc.plugins.module_utils._commands import binary, own_identity
 from ansible_collections.ferry.runc.plugins.module_utils._errors import CommandError, InputError
 
@@ -166,6 +166,18 @@ AGENT_ARGUMENT_SPEC = {
 }
 
 
+def _sender_problem(params: dict[str, Any]) -> str | None:
+    """What makes a sender's request impossible before anything starts, or None."""
+    strategies = [params["strategy"], *params["candidates"]]
+    if params["candidates"] and params["strategy"] != "pre-copy":
+        return "candidates need strategy pre-copy: the choice among them comes after the first pre-dump round"
+    if set(strategies) & set(_strategy.LAZY) and not params["lazy_address"]:
+        return "lazy_address is needed: post-copy or hybrid may be chosen, whose destination fetches pages from here"
+    transport_problems = [_strategy.transport_problem(strategy, params["transport"]) for strategy in strategies]
+    stream = _protocol.page_stream(params["transport"], strategies, bool(params["tls_cert"]))
+    return next(filter(None, transport_problems), None) or _protocol.plaintext_problem(stream, params["page_stream_plaintext"])
+
+
 def start(module: Any, side: str) -> dict[str, Any]:
     """The work of migration_sender and migration_receiver: check the request, then start the agent and return."""
     params = dict(module.params)
@@ -173,8 +185,7 @@ def start(module: Any, side: str) -> dict[str, Any]:
     if not code:
         raise InputError("agent_code is missing: the module runs through its action plugin (ansible-playbook or ansible)")
     if side == "sender":
-        stream = _protocol.page_stream(params["transport"], params["strategy"], bool(params["tls_cert"]))
-        problem = _protocol.plaintext_problem(stream, params["page_stream_plaintext"])
+        problem = _sender_problem(params)
         if problem:
             raise InputError(problem, step="starting the sender")
     params["runc_path"] = binary(module, "runc", params["runc_path"])

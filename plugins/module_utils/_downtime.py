@@ -6,7 +6,8 @@ The frozen window runs from the freeze until the destination's copy runs; its te
 
 - final_dump_fixed: freezing and collecting the tree, the final dump without the memory it writes;
 - dirty_pages: writing the memory the final dump holds (with the shared directory, and pre-dump rounds measured,
-  also the destination's reading of it); none with post-copy, whose memory moves after the release;
+  also the destination's reading of it); none with post-copy and hybrid, whose final dump leaves memory on the
+  source, fetched after the release (hybrid's restore reads the pre-dump rounds' pages: that is in its restore);
 - hand_over: from the final dump's end until the restore is requested (the manifest, the images sent over the control
   channel with the page-server transport, the bundle update);
 - restore: from the restore request until the commit (the receiver's checks and its held restore);
@@ -21,6 +22,8 @@ from __future__ import annotations
 
 import statistics
 from typing import Any, Mapping, Sequence
+
+from ansible_collections.ferry.runc.plugins.module_utils._strategy import LAZY, PRE_DUMPS
 
 PAGE_SIZE = 4096
 MIB = 1024 * 1024
@@ -45,21 +48,31 @@ def predict(strategy: str, transport: str, rounds: Sequence[Mapping[str, Any]], 
     if rounds:
         memory_bytes = rounds[-1].get("pages_scanned", 0) * PAGE_SIZE or memory_bytes
     terms = {
-        "final_dump_fixed": rounds[-1]["frozen_ms"] if rounds else _median(earlier, "final_dump_fixed_ms"),
+        "final_dump_fixed": _final_dump_fixed_ms(rounds, earlier),
         "dirty_pages": _dirty_pages_ms(strategy, rounds, earlier, memory_bytes),
         "hand_over": _median(earlier, "hand_over_ms"),
         "restore": _restore_ms(strategy, earlier, memory_bytes),
         "release": _median(earlier, "release_ms"),
     }
     predicted = {name: round(ms, 1) for name, ms in terms.items() if ms is not None}
-    # Post-copy's dirty pages are none by construction: alone, they predict nothing.
-    measured = [name for name in predicted if not (strategy == "post-copy" and name == "dirty_pages")]
+    # Lazy dumps' dirty pages are none by construction: alone, they predict nothing.
+    measured = [name for name in predicted if not (strategy in LAZY and name == "dirty_pages")]
     return {
         "terms_ms": predicted,
         "total_ms": round(sum(predicted.values()), 1) if measured else None,
         "largest_term": largest(predicted),
         "unpredicted": [name for name in TERMS if name not in predicted],
     }
+
+
+def _final_dump_fixed_ms(rounds: Sequence[Mapping[str, Any]], earlier: Sequence[Mapping[str, Any]]) -> float | None:
+    """Earlier final dumps between these hosts, where there are any: a final dump's fixed part (collecting the whole
+    tree, every image but memory, the parent check) is several times a pre-dump's frozen time, which is only the
+    lower bound this migration's rounds give."""
+    learned = _median(earlier, "final_dump_fixed_ms")
+    if learned is not None or not rounds:
+        return learned
+    return rounds[-1]["frozen_ms"]
 
 
 def _earlier(learned_costs: Mapping[str, Any], strategy: str, transport: str) -> list[Mapping[str, Any]]:
@@ -82,7 +95,7 @@ def _dirty_pages_ms(strategy: str, rounds: Sequence[Mapping[str, Any]], earlier:
     wrote, at each measured rate on their path: the source's write rate (CRIU's memwrite time) and, with shared
     storage, the destination's read rate measured when it fetched and checked that round's images. Without rounds it
     writes all of the container's memory, at the write rate of earlier final dumps."""
-    if strategy == "post-copy":
+    if strategy in LAZY:
         return 0.0
     if rounds:
         last = rounds[-1]
@@ -100,7 +113,8 @@ def _dirty_pages_ms(strategy: str, rounds: Sequence[Mapping[str, Any]], earlier:
 
 
 def _restore_ms(strategy: str, earlier: Sequence[Mapping[str, Any]], memory_bytes: int | None) -> float | None:
-    """Scaled by the memory the restore reads where earlier restores say how it scales; post-copy's restore reads none."""
+    """Scaled by the memory the restore reads where earlier restores say how it scales; post-copy's restore reads none
+    (hybrid's reads the pre-dump rounds' pages)."""
     per_mib = _median(earlier, "restore_ms_per_mib")
     if strategy != "post-copy" and per_mib is not None and memory_bytes:
         return per_mib * memory_bytes / MIB
@@ -129,10 +143,10 @@ def describe(total_ms: float | None, unpredicted: Sequence[str]) -> str:
 def plan(chosen: str, why: str, supported: Sequence[str], transport: str, learned_costs: Mapping[str, Any],
          memory_bytes: int | None, budget_ms: float) -> dict[str, Any]:
     """Before anything is frozen: the chosen strategy and why, each supported strategy's predicted downtime from the
-    learned costs and the container's memory (pre-copy's dirty pages only come with its first round), and the plan's
+    learned costs and the container's memory (pre-copy's and hybrid's dirty pages only come with their first round), and the plan's
     lines, which say when no strategy is predicted to meet the budget."""
     transport = SENDER_TRANSPORTS.get(transport, transport)
-    predictions = {strategy: predict(strategy, transport, [], learned_costs, None if strategy == "pre-copy" else memory_bytes)
+    predictions = {strategy: predict(strategy, transport, [], learned_costs, None if strategy in PRE_DUMPS else memory_bytes)
                    for strategy in supported}
     lines = [f"plan: {chosen} ({why})",
              f"{chosen}: {_verdict(predictions[chosen], budget_ms)}"]

@@ -13,7 +13,7 @@ import fnmatch
 from typing import Any, Mapping, Sequence
 
 from ansible_collections.ferry.runc.plugins.module_utils._downtime import describe, plan
-from ansible_collections.ferry.runc.plugins.module_utils._strategy import choose
+from ansible_collections.ferry.runc.plugins.module_utils._strategy import choose, streams_pages
 
 MODES = ("live-migrate", "stop", "skip")
 # The annotation of a container's config.json that sets its mode, as Incus' cluster.evacuate does per instance.
@@ -46,7 +46,7 @@ def mode_of(container: Mapping[str, Any], default_mode: str, modes: Mapping[str,
 
 
 def refusals(container: Mapping[str, Any], host: str, info: Mapping[str, Any], strategy: str,
-             source_features: Mapping[str, bool]) -> list[str]:
+             source_features: Mapping[str, bool], transport: str) -> list[str]:
     """Why host cannot take container, apart from memory: empty when it can."""
     if info.get("failed") or info.get("unreachable"):
         return [f"{host} could not be read: {info.get('msg', 'no answer')}"]
@@ -61,7 +61,7 @@ def refusals(container: Mapping[str, Any], host: str, info: Mapping[str, Any], s
     if missing:
         reasons.append(f"{host} lacks the bind-mount sources {', '.join(missing)}")
     try:
-        choose(strategy, source_features, info["features"])
+        choose(strategy, source_features, info["features"], transport)
     except ValueError as exc:
         reasons.append(f"{host}: {exc}")
     return reasons
@@ -117,13 +117,13 @@ def _entry(container: Mapping[str, Any], source: str, source_info: Mapping[str, 
         entry["reasons"] = reasons
         return entry
     free[destination] -= needed_bytes(container, request["memory_margin_mib"])
-    strategy, why = choose(request["strategy"], source_info["features"], destinations[destination]["features"])
+    strategy, why = choose(request["strategy"], source_info["features"], destinations[destination]["features"], request["transport"])
     prediction = plan(strategy, why, [strategy], request["transport"], (request["learned_costs"] or {}).get(destination) or {},
                       container.get("memory_bytes"), request["budget_ms"])["predictions"][strategy]
     entry.update(action="live-migrate", destination=destination, strategy=strategy, why=why,
                  predicted_downtime_ms=prediction["total_ms"], prediction=describe(prediction["total_ms"], prediction["unpredicted"]),
                  # runc's CRIU reads page-stream TLS from one config file per host: such migrations go one at a time.
-                 parallel=strategy != "post-copy" and request["transport"] != "page-server")
+                 parallel=not streams_pages(request["transport"], strategy))
     return entry
 
 
@@ -132,7 +132,7 @@ def _destination(container: Mapping[str, Any], source_info: Mapping[str, Any], d
     """The compatible destination with the most memory left (the first by name on a tie), or None and every reason."""
     candidates, reasons = [], []
     for host in sorted(destinations):
-        refused = (refusals(container, host, destinations[host], request["strategy"], source_info["features"])
+        refused = (refusals(container, host, destinations[host], request["strategy"], source_info["features"], request["transport"])
                    or memory_refusal(host, free[host], container, request["memory_margin_mib"]))
         reasons += refused
         if not refused:

@@ -34,14 +34,16 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 from ansible_collections.ferry.runc.plugins.module_utils._channel import Channel, ChannelError, PeerFailed
+from ansible_collections.ferry.runc.plugins.module_utils._strategy import streams_pages
 
 
-def page_stream(transport: str, strategy: str, tls: bool) -> str:
-    """How memory pages cross the link: none (they go through the shared directory), tls or plaintext."""
-    if transport != "page-server" and strategy != "post-copy":
+def page_stream(transport: str, strategies: Sequence[str], tls: bool) -> str:
+    """How memory pages cross the link with any of these strategies (the migration's, and those auto may switch to):
+    none (they go through the shared directory), tls or plaintext."""
+    if not any(streams_pages(transport, strategy) for strategy in strategies):
         return "none"
     return "tls" if tls else "plaintext"
 

@@ -79,6 +79,8 @@ LAZY_PROGRESS_SECONDS = 2.0
 RECONNECT_WAIT = 2.0
 RECORD_READ_TIMEOUT = 2.0
 RUNC_RESTORE_OUTPUT = "runc-restore.log"
+# The link a dump on top of a pre-dump has to it (CRIU's --prev-images-dir, runc's --parent-path).
+PARENT_LINK = "parent"
 
 
 class Receiver:
@@ -311,14 +313,12 @@ class Receiver:
 
     def _copy_parent_link(self, path: str, local: str) -> None:
         """A dump on top of a pre-dump links to it as ../NAME; the local copy links to that pre-dump's local copy."""
-        link = os.path.join(path, "parent")
-        if not os.path.islink(link):
+        parent = _parent_name(path)
+        if parent is None:
             return
-        target = os.readlink(link)
-        parent = target[len("../"):] if target.startswith("../") else ""
         if parent not in self.images_read_back:
-            raise InputError(f"images in {path} name {target!r} as their parent, not a pre-dump read back before")
-        os.symlink(f"../{parent}", os.path.join(local, "parent"))
+            raise InputError(f"images in {path} name {parent!r} as their parent, not a pre-dump read back before")
+        os.symlink(f"../{parent}", os.path.join(local, PARENT_LINK))
 
     def _check_images(self, path: str, directory: str, manifest: dict) -> None:
         """Before a restore: the images match the sender's manifest, as read back for it (shared storage) or as here."""
@@ -429,11 +429,17 @@ class Receiver:
         return params
 
     def _local_copy(self, path: str) -> str:
-        """Lazy restore needs the images in a local directory that also holds the lazy-pages daemon's socket."""
+        """Lazy restore needs the images in a local directory that also holds the lazy-pages daemon's socket. A hybrid
+        dump's parent link (../preN) then points at that round's images where they are (read back, or shared), still
+        relative: the restored tasks open it after entering the container's root, where no host path leads."""
         local = os.path.join(self.work_dir, "lazy")
         if os.path.realpath(path) != os.path.realpath(local):
             shutil.rmtree(local, ignore_errors=True)
             shutil.copytree(path, local, symlinks=True)
+            parent = _parent_name(path)
+            if parent is not None:
+                os.unlink(os.path.join(local, PARENT_LINK))
+                os.symlink(os.path.relpath(os.path.join(os.path.dirname(path), parent), local), os.path.join(local, PARENT_LINK))
         return local
 
     def _start_lazy_daemon(self, directory: str, lazy: dict[str, Any]) -> None:
@@ -637,6 +643,19 @@ class Receiver:
 
     def _record_phase(self, phase: ReceiverPhase) -> None:
         self.status.write(phase=phase.value, history=self.machine.history)
+
+
+def _parent_name(path: str) -> str | None:
+    """The pre-dump a dump in path was taken on top of (its parent link is ../NAME), or None; any other link is
+    refused, so that nothing the link holds leads the restore out of the migration's directories."""
+    link = os.path.join(path, PARENT_LINK)
+    if not os.path.islink(link):
+        return None
+    target = os.readlink(link)
+    name = target[len("../"):] if target.startswith("../") else ""
+    if not name or "/" in name or name in (".", ".."):
+        raise InputError(f"images in {path} name {target!r} as their parent, not a directory beside theirs")
+    return name
 
 
 def _run_logged(argv: list[str], work: str) -> int:

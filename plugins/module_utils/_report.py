@@ -52,8 +52,10 @@ def build(plan: Mapping[str, Any], sender: Mapping[str, Any], receiver: Mapping[
         "container": plan["container"],
         "source": plan["source"],
         "destination": plan["destination"],
-        "strategy": plan["strategy"],
-        "strategy_reason": plan["strategy_reason"],
+        # auto may have chosen again after its first pre-dump round: the sender says what it did and why.
+        "strategy": sender.get("strategy") or plan["strategy"],
+        "strategy_reason": sender.get("strategy_reason") or plan["strategy_reason"],
+        "strategy_predictions_ms": sender.get("strategy_predictions_ms"),
         "transport": plan["transport"],
         "bundle_sync": plan["bundle_sync"],
         "bundle_passes": bundle_sync,
@@ -67,6 +69,8 @@ def build(plan: Mapping[str, Any], sender: Mapping[str, Any], receiver: Mapping[
         "final_dump": final,
         "restore": sender.get("restore") or receiver.get("restore"),
         "post_copy_transfer_seconds": lazy.get("seconds"),
+        "lazy_pages_fetched": lazy.get("pages_lazy"),
+        "pages_restored_from_parents": lazy.get("pages_skipped_parent"),
         "frozen_ms_criu": final.get("frozen_ms"),
         "downtime_ms": sender.get("downtime_ms"),
         "memory_bytes": sender.get("memory_bytes"),
@@ -144,7 +148,7 @@ def summary(report: Mapping[str, Any]) -> list[str]:
     if report["downtime_budget_met"] is not None:
         lines.append(_budget_line(report))
     if report["post_copy_transfer_seconds"] is not None:
-        lines.append(f"post-copy: every page on the destination {report['post_copy_transfer_seconds']} s after the restore")
+        lines.append(_lazy_line(report))
     seconds = report["seconds"]
     lines.append(
         f"time: preflight {seconds['preflight']} s + migration {seconds['migration']} s + report {seconds['report_and_cleanup']} s"
@@ -153,6 +157,14 @@ def summary(report: Mapping[str, Any]) -> list[str]:
     if report["recovery"]:
         lines.append(f"recovery: {report['recovery']}")
     return lines
+
+
+def _lazy_line(report: Mapping[str, Any]) -> str:
+    """hybrid: every page on the destination 1.2 s after the restore (300 fetched lazily, 16000 from the pre-dumps)"""
+    line = f"{report['strategy']}: every page on the destination {report['post_copy_transfer_seconds']} s after the restore"
+    if report["lazy_pages_fetched"] is not None:
+        line += f" ({report['lazy_pages_fetched']} fetched lazily, {report['pages_restored_from_parents'] or 0} from the pre-dumps)"
+    return line
 
 
 def _budget_line(report: Mapping[str, Any]) -> str:

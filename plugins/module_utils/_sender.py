@@ -105,7 +105,7 @@ class Sender:
             "rolled_back": False,
             "source_deleted": False,
             "tls": bool(params.get("tls_cert")),
-            "page_stream": page_stream(params["transport"], params["strategy"], bool(params.get("tls_cert"))),
+            "page_stream": page_stream(params["transport"], [params["strategy"], *params["candidates"]], bool(params.get("tls_cert"))),
         }
 
     # -- the migration, step by step ---------------------------------------------------------------------------------
@@ -129,7 +129,7 @@ class Sender:
 
     def _migrate(self) -> None:
         bundle, pid = self._check_container()
-        if self.params["strategy"] == "post-copy":
+        if {self.report["strategy"], *self.params["candidates"]} & set(_strategy.LAZY):
             self._guard_lazy_port()
         share_token = self._prepare_image_dir()
         self.channel = self._connect()
@@ -137,17 +137,16 @@ class Sender:
         if self.params["bundle_sync"] == "copy":
             self.machine.to(SenderPhase.COPYING_BUNDLE)
             self._sync_bundle("bundle copy", bundle)
-        if self.params["strategy"] == "pre-copy":
+        if self.report["strategy"] in _strategy.PRE_DUMPS:
             self.machine.to(SenderPhase.PRECOPY)
-            self._precopy()
+            self._precopy(pid)
         self._predict_downtime(pid)
         self._start_guardian()
         self.machine.to(SenderPhase.FROZEN)
         self._freeze()
-        lazy = None
-        if self.params["strategy"] == "post-copy":
-            lazy = self._final_lazy_dump()
-        else:
+        lazy_final_dump = self.report["strategy"] in _strategy.LAZY
+        lazy = self._final_lazy_dump() if lazy_final_dump else None
+        if not lazy_final_dump:
             self._final_dump()
         self._hand_over(bundle)
         self.machine.to(SenderPhase.RESTORE_REQUESTED)
@@ -200,7 +199,7 @@ class Sender:
         config = _inspect.read_config(bundle)
         prepared = request(self.channel, Prepare(
             container=self.container,
-            strategy=self.params["strategy"],
+            strategy=self.report["strategy"],
             transport=self.transport.name,
             bundle_sync=self.params["bundle_sync"],
             bundle_config_digest=_manifest.file_digest(os.path.join(bundle, "config.json")),
@@ -223,7 +222,7 @@ class Sender:
             {"step": step, "bytes": sent, "skipped": self.bundle_sender.skipped, "seconds": round(time.monotonic() - began, 3)}
         )
 
-    def _precopy(self) -> None:
+    def _precopy(self, pid: int) -> None:
         rounds = self.report["rounds"]
         parent = None
         while True:
@@ -244,20 +243,37 @@ class Sender:
             reason = _strategy.stop_reason(rounds, record["predicted_downtime_ms"], self.params["downtime_budget_ms"],
                                            self.params["max_rounds"], self.params["min_rounds"], self.params["min_shrink"])
             parent = directory
+            if self.params["candidates"] and number == 1:
+                self._choose_by_model(pid)
+                if self.report["strategy"] not in _strategy.PRE_DUMPS:
+                    return
             if reason:
                 self.report["stop_reason"] = reason
                 self.last_round = parent
                 return
 
-    def _prediction(self, memory_bytes: int | None = None) -> dict[str, Any]:
-        return _downtime.predict(self.params["strategy"], self.transport.name, self.report["rounds"],
-                                 self.params["learned_costs"], memory_bytes)
+    def _choose_by_model(self, pid: int) -> None:
+        """auto, after its first pre-dump round: the strategy the model predicts the shortest downtime for, among
+        those both hosts support; without a whole prediction for each of them the one chosen by the features stays."""
+        memory_bytes = _inspect.cgroup_memory_bytes(pid)
+        predictions = {strategy: self._prediction(memory_bytes, strategy) for strategy in self.params["candidates"]}
+        strategy, why = _strategy.by_model(predictions, self.report["strategy"])
+        self.report.update(strategy=strategy, strategy_reason=why,
+                           strategy_predictions_ms={name: each["total_ms"] for name, each in predictions.items()})
+        self._progress(f"auto: {strategy}", why=why)
+
+    def _prediction(self, memory_bytes: int | None = None, strategy: str | None = None) -> dict[str, Any]:
+        """The downtime predicted for a freeze now with this strategy (the migration's by default); only strategies
+        with pre-dump rounds predict from this migration's rounds."""
+        strategy = strategy or self.report["strategy"]
+        rounds = self.report["rounds"] if strategy in _strategy.PRE_DUMPS else []
+        return _downtime.predict(strategy, self.transport.name, rounds, self.params["learned_costs"], memory_bytes)
 
     def _predict_downtime(self, pid: int) -> None:
         """Just before the freeze: the prediction the report holds against the downtime, and a warning when it is over
         the budget (a goal, not a condition: the migration goes on)."""
         self.report["memory_bytes"] = _inspect.cgroup_memory_bytes(pid)
-        memory_bytes = None if self.report["rounds"] else self.report["memory_bytes"]
+        memory_bytes = None if self.last_round else self.report["memory_bytes"]
         predicted = self.report["predicted_downtime"] = self._prediction(memory_bytes)
         budget = self.params["downtime_budget_ms"]
         if predicted["total_ms"] is not None and predicted["total_ms"] > budget:
@@ -290,9 +306,10 @@ class Sender:
         self.report["final"] = _round_record(0, self.report["frozen_at"], stats)
 
     def _final_lazy_dump(self) -> dict[str, Any]:
-        """Post-copy: dump everything but memory, which the source's CRIU then serves until the destination has it all.
-        That CRIU thaws the cgroup and holds the tasks itself, so the container is paused again: if the CRIU dies
-        (or is killed) its tasks stay frozen instead of running beside the destination's copy."""
+        """Post-copy and hybrid: dump everything but memory, which the source's CRIU then serves until the destination
+        has it all (hybrid: only the pages dirtied since the last pre-dump round; the others the restore reads from
+        that round's images). That CRIU thaws the cgroup and holds the tasks itself, so the container is paused again:
+        if the CRIU dies (or is killed) its tasks stay frozen instead of running beside the destination's copy."""
         path = os.path.join(self.image_dir, FINAL)
         os.makedirs(path, mode=0o700, exist_ok=True)
         address, port = self.params["lazy_address"], self.params["lazy_port"]
@@ -304,7 +321,9 @@ class Sender:
         return {"address": address, "port": port}
 
     def _start_lazy_dump(self, path: str, page_server: str) -> subprocess.Popen:
-        argv = checkpoint_argv(self.runc.path, self._checkpoint_params(path, leave_running=True, lazy_pages=True, page_server=page_server))
+        parent = f"../{self.last_round}" if self.last_round else None
+        params = self._checkpoint_params(path, leave_running=True, lazy_pages=True, page_server=page_server, parent_path=parent)
+        argv = checkpoint_argv(self.runc.path, params)
         read_end, write_end = os.pipe()
         try:
             process = spawn_detached(argv, os.path.join(path, LAZY_RUNC_LOG), write_end)
@@ -378,6 +397,7 @@ class Sender:
         finally:
             self.channel.settimeout(None)
         self.report["lazy"] = {"ok": done.ok, "seconds": done.seconds, "source_rc": source_rc}
+        self.report["lazy"].update(_lazy_page_counts(os.path.join(self.image_dir, FINAL, DUMP_STATS)))
         if not done.ok and source_rc != 0:
             raise LostAfterCommit(done.error, log=done.log)
 
@@ -605,6 +625,16 @@ def _describe(error: BaseException, phase: SenderPhase) -> str:
     if isinstance(error, FerryError):
         return error.at(step).message()
     return f"{step} failed on {platform.node()}: {type(error).__name__}: {error}"
+
+
+def _lazy_page_counts(stats_path: str) -> dict[str, int]:
+    """What the lazy dump wrote at its end: the pages the destination fetched lazily and, after pre-dump rounds, the
+    pages its restore read from their images instead; nothing where CRIU did not count the memory it scanned (3.17
+    writes zeros for a lazy dump), since zeros would then claim that nothing moved."""
+    stats = dump_stats_or_none(stats_path) or {}
+    if not stats.get("pages_scanned"):
+        return {}
+    return {key: stats[key] for key in ("pages_lazy", "pages_skipped_parent") if key in stats}
 
 
 def _round_record(number: int, started_at: float, stats: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ description:
     M(ferry.runc.migration_status), whose result is the migration's report. The agent connects to the
     M(ferry.runc.migration_receiver) on the destination and moves the running container there, talking to the
     receiver directly, with no round trip to the Ansible controller while the container is frozen.
-  - With O(strategy=pre-copy) it first copies memory while the container runs, in rounds of
+  - With O(strategy=pre-copy) (and O(strategy=hybrid)) it first copies memory while the container runs, in rounds of
     C(runc checkpoint --pre-dump), each with the previous round as parent, until the convergence rule stops
     (see O(downtime_budget_ms), O(min_shrink), O(max_rounds)).
   - It then freezes the container (C(runc pause)) and takes the final dump with C(--leave-running); the receiver
@@ -26,6 +26,10 @@ description:
     frozen again; the destination's copy runs from the commit on and fetches pages from the source's CRIU. If it
     cannot get them all it is deleted, and the source's copy stays frozen at the moment of the freeze (resuming it
     would undo what the destination's copy did); the report names the command that resumes it.
+  - With O(strategy=hybrid) it runs the pre-copy rounds, then a final dump with C(--lazy-pages) on top of the last
+    round (C(--parent-path)); the restore reads the pages that round holds from O(image_dir), and the destination's
+    copy fetches only those dirtied since, as in post-copy. It needs O(transport=shared), because CRIU finds parent
+    images only on the destination's disk.
   - The report gives each round, the frozen time, the bytes moved, the restore time and the downtime from the
     freeze until the destination's copy ran, measured on this host's clock, and every phase with its time; and the
     downtime predicted just before the freeze, term by term.
@@ -51,8 +55,23 @@ options:
   strategy:
     description: How memory moves. C(auto) is resolved by the caller (the P(ferry.runc.migrate#role) role) before.
     type: str
-    choices: [stop-and-copy, pre-copy, post-copy]
+    choices: [stop-and-copy, pre-copy, post-copy, hybrid]
     required: true
+  candidates:
+    description:
+      - Strategies to choose among after the first pre-dump round (the P(ferry.runc.migrate#role) role's V(auto) gives
+        every strategy both hosts support, see the filter P(ferry.runc.migration_strategy#filter)). O(strategy) must
+        be V(pre-copy) then, and is where the migration starts.
+      - After that round the sender predicts each candidate's downtime (see O(learned_costs)) and goes on with the
+        shortest; within 5 % of it, with the one that keeps memory on the source for the shortest time after the
+        restore (stop-and-copy, pre-copy, hybrid, post-copy). When an earlier migration between these hosts did not
+        measure every term of each candidate the predictions cannot be compared, and pre-copy goes on. The report's
+        C(strategy) is the strategy chosen, C(strategy_reason) why, C(strategy_predictions_ms) each candidate's
+        prediction.
+    type: list
+    elements: str
+    choices: [stop-and-copy, pre-copy, post-copy, hybrid]
+    default: []
   transport:
     description:
       - V(shared) writes every image into O(image_dir), which the receiver reads through shared storage; the
@@ -79,11 +98,11 @@ options:
     type: int
     default: 27100
   lazy_address:
-    description: Address of this host where the destination fetches pages from, with O(strategy=post-copy).
+    description: Address of this host where the destination fetches pages from, with O(strategy=post-copy) or O(strategy=hybrid).
     type: str
   lazy_port:
     description:
-      - TCP port of the source's page server with O(strategy=post-copy).
+      - TCP port of the source's page server with O(strategy=post-copy) or O(strategy=hybrid).
       - While the agent runs, an C(iptables) (C(ip6tables) for an IPv6 receiver) rule lets only O(receiver_address)
         reach it.
     type: int
@@ -184,7 +203,7 @@ status_path:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ferry.runc.plugins.module_utils import _agent, _options
+from ansible_collections.ferry.runc.plugins.module_utils import _agent, _options, _strategy
 from ansible_collections.ferry.runc.plugins.module_utils._errors import FerryError
 
 
@@ -193,7 +212,8 @@ def main() -> None:
         argument_spec=dict(
             _agent.AGENT_ARGUMENT_SPEC,
             **_options.argument_spec(),
-            strategy={"type": "str", "required": True, "choices": ["stop-and-copy", "pre-copy", "post-copy"]},
+            strategy={"type": "str", "required": True, "choices": list(_strategy.STRATEGIES)},
+            candidates={"type": "list", "elements": "str", "default": [], "choices": list(_strategy.STRATEGIES)},
             transport={"type": "str", "default": "shared", "choices": ["shared", "page-server"]},
             bundle_sync={"type": "str", "default": "shared", "choices": ["shared", "copy"]},
             receiver_address={"type": "str", "required": True},
@@ -207,7 +227,7 @@ def main() -> None:
             min_rounds={"type": "int", "default": 1},
             keep_images={"type": "bool", "default": False},
         ),
-        required_if=[("strategy", "post-copy", ["lazy_address"])],
+        required_if=[("strategy", strategy, ["lazy_address"]) for strategy in _strategy.LAZY],
         required_together=[("tls_cacert", "tls_cert", "tls_key")],
         supports_check_mode=True,
     )

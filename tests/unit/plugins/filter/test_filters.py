@@ -17,8 +17,8 @@ ALL = {"mem_dirty_track": True, "uffd": True, "uffd_noncoop": True}
 NONE = {"mem_dirty_track": False, "uffd": False, "uffd_noncoop": False}
 
 
-def choose(requested, source_features, destination_features, **hosts):
-    return strategy_filter.migration_strategy(requested, source_features, destination_features, **hosts)
+def choose(requested, source_features, destination_features, transport="nfs", **hosts):
+    return strategy_filter.migration_strategy(requested, source_features, destination_features, transport, **hosts)
 
 
 def test_the_filters_are_registered_under_their_names():
@@ -29,19 +29,38 @@ def test_the_filters_are_registered_under_their_names():
 
 
 @pytest.mark.parametrize(
-    "source, destination, strategy",
-    [(ALL, ALL, "pre-copy"), (NONE, ALL, "post-copy"), (NONE, NONE, "stop-and-copy"), (ALL, NONE, "pre-copy")],
+    "source, destination, strategy, candidates, streams_pages",
+    [(ALL, ALL, "pre-copy", ["stop-and-copy", "pre-copy", "post-copy", "hybrid"], True),
+     (NONE, ALL, "post-copy", [], True),
+     (NONE, NONE, "stop-and-copy", [], False),
+     (ALL, NONE, "pre-copy", ["stop-and-copy", "pre-copy"], False)],
 )
-def test_auto_resolves_from_the_features(source, destination, strategy):
+def test_auto_resolves_from_the_features_and_lists_what_it_may_choose_after_a_pre_dump(
+        source, destination, strategy, candidates, streams_pages):
     result = choose("auto", source, destination, source="src1", destination="dst1")
 
     assert result["strategy"] == strategy
-    assert set(result) == {"strategy", "why"} and result["why"]
+    assert result["candidates"] == candidates
+    assert result["streams_pages"] is streams_pages
+    assert set(result) == {"strategy", "why", "candidates", "streams_pages"} and result["why"]
 
 
 def test_a_requested_strategy_that_both_hosts_support_is_kept():
-    assert choose("post-copy", NONE, ALL) == {"strategy": "post-copy", "why": "requested"}
-    assert choose("stop-and-copy", NONE, NONE) == {"strategy": "stop-and-copy", "why": "requested"}
+    def kept(strategy, streams_pages):
+        return {"strategy": strategy, "why": "requested", "candidates": [], "streams_pages": streams_pages}
+
+    assert choose("post-copy", NONE, ALL) == kept("post-copy", True)
+    assert choose("stop-and-copy", NONE, NONE) == kept("stop-and-copy", False)
+    assert choose("hybrid", ALL, ALL) == kept("hybrid", True)
+    assert choose("pre-copy", ALL, ALL, "page-server") == kept("pre-copy", True)
+
+
+def test_hybrid_over_the_page_server_says_it_needs_nfs():
+    with pytest.raises(AnsibleFilterError) as caught:
+        choose("hybrid", ALL, ALL, "page-server", source="src1", destination="dst1")
+
+    assert str(caught.value) == ("hybrid needs the nfs transport: CRIU's lazy final dump reads its parent images from the"
+                                 " shared directory")
 
 
 def test_pre_copy_without_dirty_tracking_names_the_source_host():
@@ -71,7 +90,7 @@ def test_an_unknown_strategy_lists_the_choices():
     with pytest.raises(AnsibleFilterError) as caught:
         choose("live", ALL, ALL, source="src1", destination="dst1")
 
-    assert str(caught.value) == "unknown strategy 'live'; choose one of auto, stop-and-copy, pre-copy, post-copy"
+    assert str(caught.value) == "unknown strategy 'live'; choose one of auto, stop-and-copy, pre-copy, post-copy, hybrid"
 
 
 PLAN = {"migration_id": "m1", "container": "web1", "source": "src1", "destination": "dst1", "strategy": "stop-and-copy",
@@ -136,12 +155,13 @@ def test_the_plan_predicts_every_supported_strategy_from_the_costs_and_the_memor
 
 def test_without_earlier_migrations_the_plan_predicts_nothing_and_claims_nothing():
     result = plan(ALL, ALL, {})
-    assert list(result["predictions"]) == ["stop-and-copy", "pre-copy", "post-copy"]
+    assert list(result["predictions"]) == ["stop-and-copy", "pre-copy", "post-copy", "hybrid"]
     assert result["lines"] == [
         "plan: pre-copy (the source tracks dirty memory (soft-dirty), so memory can be copied while the container runs)",
         "pre-copy: no prediction: no earlier migration between these hosts",
         "stop-and-copy: no prediction: no earlier migration between these hosts",
         "post-copy: no prediction: no earlier migration between these hosts",
+        "hybrid: no prediction: no earlier migration between these hosts",
     ]
 
 

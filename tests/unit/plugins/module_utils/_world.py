@@ -329,7 +329,7 @@ class World:
             runc_path=str(self.destination.bin / "runc"), criu_path=str(self.destination.bin / "criu"),
         )
         self.sender_params = dict(
-            common, image_dir=str(self.source_images), strategy=strategy, transport=transport, bundle_sync="shared",
+            common, image_dir=str(self.source_images), strategy=strategy, candidates=[], transport=transport, bundle_sync="shared",
             receiver_address=ADDRESS, receiver_port=self.link.port, lazy_address=ADDRESS, lazy_port=free_port(),
             downtime_budget_ms=1, learned_costs={}, min_shrink=0.25, max_rounds=2, min_rounds=2, keep_images=False,
             tcp_established=False, ext_unix_sk=False, shell_job=False, file_locks=True, manage_cgroups_mode=None,

@@ -218,6 +218,8 @@ def runc_checkpoint(args: list[str]) -> None:
             with open(os.path.join(NET, flags["--page-server"])) as handle:
                 memory_dir = handle.read()
         write_images(images, memory_dir, count, pre_dump="--pre-dump" in flags)
+        if "--parent-path" in flags:
+            os.symlink(flags["--parent-path"], os.path.join(images, "parent"))
         write_stats(os.path.join(FIXTURES, "dump-with-parent.stats-dump"), os.path.join(flags["--work-path"], "stats-dump"))
         with open(os.path.join(flags["--work-path"], "dump.log"), "w") as log:
             log.write("(00.100000) Dumping finished successfully\n")
@@ -268,6 +270,10 @@ def write_stats(fixture: str, path: str) -> None:
 def runc_restore(args: list[str]) -> None:
     flags, container = options(args)
     images, work = flags["--image-path"], flags["--work-path"]
+    parent = os.path.join(images, "parent")
+    # The restored tasks open the parent link inside the container's root: only a relative one leads to the images.
+    if os.path.islink(parent) and (os.path.isabs(os.readlink(parent)) or not os.path.isdir(parent)):
+        fail(f"Can't open parent path {os.readlink(parent)}")
     with open(os.path.join(images, "core-1.img")) as handle:
         count = int(handle.read().split()[1])
     held = os.path.exists(CRIU_CONFIG) and "leave-stopped" in open(CRIU_CONFIG).read().split()
@@ -308,6 +314,8 @@ def value(args: list[str], flag: str) -> str:
 def page_server(args: list[str]) -> None:
     """Daemonized: a sleeper stands for the server; pages go to its directory (the checkpoint finds it in NET)."""
     directory = value(args, "-D")
+    if "--prev-images-dir" in args:
+        os.symlink(value(args, "--prev-images-dir"), os.path.join(directory, "parent"))
     record_guards("page-server", value(args, "--port"))
     with open(os.path.join(NET, f"{value(args, '--address')}:{value(args, '--port')}"), "w") as handle:
         handle.write(directory)

@@ -188,12 +188,35 @@ def test_the_receivers_restore_is_used_when_the_sender_has_none():
 
 
 def test_a_post_copy_report_has_its_transfer_time():
-    sender = sender_with(rounds=[], stop_reason=None, lazy={"ok": True, "seconds": 3.5, "source_rc": 0})
+    sender = sender_with(strategy="post-copy", rounds=[], stop_reason=None, lazy={"ok": True, "seconds": 3.5, "source_rc": 0})
 
-    report = build(dict(PLAN, strategy="post-copy"), sender, RECEIVER, CONTROLLER, {})
+    report = build(PLAN, sender, RECEIVER, CONTROLLER, {})
 
     assert report["post_copy_transfer_seconds"] == 3.5
     assert report["pre_copy"] == {"rounds": [], "stop_reason": None, "seconds": 0}
+    assert report["lazy_pages_fetched"] is None
+    assert "post-copy: every page on the destination 3.5 s after the restore" in summary(report)
+
+
+def test_a_hybrid_report_counts_the_pages_fetched_lazily_and_those_from_the_rounds():
+    sender = sender_with(strategy="hybrid", lazy={"ok": True, "seconds": 1.2, "source_rc": 0, "pages_lazy": 300, "pages_skipped_parent": 16000})
+
+    report = build(PLAN, sender, RECEIVER, CONTROLLER, {})
+
+    assert (report["lazy_pages_fetched"], report["pages_restored_from_parents"]) == (300, 16000)
+    assert ("hybrid: every page on the destination 1.2 s after the restore (300 fetched lazily, 16000 from the"
+            " pre-dumps)") in summary(report)
+
+
+def test_the_strategy_is_the_one_the_sender_went_on_with_after_auto_chose_again():
+    why = "the shortest predicted downtime after one measured pre-dump: hybrid 900 ms (then pre-copy 1500 ms)"
+    sender = sender_with(strategy="hybrid", strategy_reason=why, strategy_predictions_ms={"pre-copy": 1500.0, "hybrid": 900.0})
+
+    report = build(PLAN, sender, RECEIVER, CONTROLLER, {})
+
+    assert (report["strategy"], report["strategy_reason"]) == ("hybrid", why)
+    assert report["strategy_predictions_ms"] == {"pre-copy": 1500.0, "hybrid": 900.0}
+    assert build(PLAN, SENDER, RECEIVER, CONTROLLER, {})["strategy_reason"] == PLAN["strategy_reason"]
 
 
 def test_the_summary_of_a_migration():
