@@ -237,10 +237,11 @@ class Sender:
             record = _round_record(number, began, stats)
             record.update(self.transport.after_round(self.channel, os.path.join(self.image_dir, directory), directory))
             rounds.append(record)
-            record["predicted_downtime_ms"] = self._prediction()["total_ms"]
+            prediction = self._prediction()
+            record["predicted_downtime_ms"] = prediction["total_ms"]
             self._progress(f"pre-dump round {number} done", pages_written=record["pages_written"],
                            predicted_downtime_ms=record["predicted_downtime_ms"])
-            reason = _strategy.stop_reason(rounds, record["predicted_downtime_ms"], self.params["downtime_budget_ms"],
+            reason = _strategy.stop_reason(rounds, prediction, self.params["downtime_budget_ms"],
                                            self.params["max_rounds"], self.params["min_rounds"], self.params["min_shrink"])
             parent = directory
             if self.params["candidates"] and number == 1:

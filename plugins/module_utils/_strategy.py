@@ -17,6 +17,9 @@ LAZY = ("post-copy", "hybrid")
 DEGRADED_WINDOW_ORDER = ("stop-and-copy", "pre-copy", "hybrid", "post-copy")
 # Predicted downtimes within this fraction of the shortest count as a tie.
 TIE = 0.05
+# Pre-copy stops over the budget once the dirty pages are at most this share of the predicted downtime: the rest is
+# fixed costs (the final dump's fixed part, the restore), which more rounds do not shorten.
+DIRTY_SHARE_WORTH_A_ROUND = 0.1
 
 
 def streams_pages(transport: str, strategy: str) -> bool:
@@ -101,15 +104,21 @@ def by_model(predictions: Mapping[str, Mapping[str, Any]], chosen: str) -> tuple
 
 
 def stop_reason(
-    rounds: Sequence[Mapping[str, Any]], predicted: float, budget_ms: float, max_rounds: int, min_rounds: int, min_shrink: float
+    rounds: Sequence[Mapping[str, Any]], prediction: Mapping[str, Any], budget_ms: float, max_rounds: int, min_rounds: int,
+    min_shrink: float
 ) -> str | None:
-    """Why pre-copy stops after these rounds, or None to run another round; predicted is the downtime the model
-    (_downtime.predict) predicts for a freeze now, in milliseconds."""
+    """Why pre-copy stops after these rounds, or None to run another round; prediction is the downtime the model
+    (_downtime.predict) predicts for a freeze now."""
     count = len(rounds)
+    predicted = prediction["total_ms"]
     if count < min_rounds:
         return None
     if predicted <= budget_ms:
         return f"converged: predicted downtime {predicted:.0f} ms is within the budget of {budget_ms:.0f} ms"
+    dirty_ms = prediction["terms_ms"].get("dirty_pages")
+    if dirty_ms is not None and dirty_ms <= DIRTY_SHARE_WORTH_A_ROUND * predicted:
+        return (f"fixed costs left: the dirty pages are {dirty_ms:.0f} ms of the predicted downtime {predicted:.0f} ms"
+                f" (largest term: {prediction['largest_term'].replace('_', ' ')}), which more rounds do not shorten")
     if count >= 2:
         previous, last = rounds[-2]["pages_written"], rounds[-1]["pages_written"]
         if last > previous * (1 - min_shrink):

@@ -304,6 +304,11 @@ CASES = [
     Case("pre-copy round", "images altered", tamper("pre1"), "source", strategy="pre-copy"),
     Case("pre-copy round", "pre-dump fails", command("source", "--pre-dump", "before", "fail"), "source", strategy="pre-copy"),
     Case("final dump", "lazy dump never ready", command("source", "--lazy-pages", "before", "fail"), "source", strategy="post-copy"),
+    # Hybrid: the lazy dump on top of the rounds, their pages restored from the share, the rest fetched after the commit.
+    Case("final dump", "lazy dump never ready", command("source", "--lazy-pages", "before", "fail"), "source", strategy="hybrid"),
+    Case("restore", "runc restore fails", command("destination", "restore", "before", "fail"), "source", strategy="hybrid"),
+    Case("post-copy transfer", "pages lost", lazy_pages_fail, "frozen-source", strategy="hybrid"),
+    Case("post-copy transfer", "cut", message("receiver", "lazy_done", "cut", CUT), "destination", strategy="hybrid"),
     Case("final dump", "images altered before the check", tamper("final"), "source"),
     Case("restore", "images altered after the check", tamper("final", "restore"), "destination"),
     Case("restore", "a short statistics file", short_stats("destination"), "destination"),

@@ -47,8 +47,8 @@ def test_choose_requested_reason_is_exactly_requested():
 @cases("stop_reason")
 def test_stop_reason(case: Dict[str, Any]):
     settings = {key: case.get(key, default) for key, default in STOP_DEFAULTS.items()}
-    predicted = predict("pre-copy", "shared", case["rounds"], case.get("learned_costs", {}))["total_ms"]
-    reason = stop_reason(case["rounds"], predicted, **settings)
+    prediction = predict("pre-copy", "shared", case["rounds"], case.get("learned_costs", {}))
+    reason = stop_reason(case["rounds"], prediction, **settings)
     if case["reason"] is None:
         assert reason is None
     else:
