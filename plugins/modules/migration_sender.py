@@ -152,8 +152,9 @@ notes:
     is a pipe or a terminal is refused before anything is frozen (what held the other end stays here).
   - The pre-copy convergence rule, in order - keep going below O(min_rounds); stop when the predicted downtime
     is within O(downtime_budget_ms) (the final dump's fixed part that O(learned_costs) hold, else the last round's
-    frozen time, plus the time to move the pages that round wrote at the measured write rate, and with shared storage the destination's measured read rate, plus the hand-over, restore
-    and release that O(learned_costs) hold); stop when the dirty pages are at most 10 % of that prediction (fixed
+    frozen time, plus the time to move the pages that round wrote at the measured write rate, and with shared
+    storage the destination's measured read rate, plus the hand-over, restore and release that O(learned_costs)
+    hold); stop when the dirty pages are at most 10 % of that prediction (fixed
     costs left, which more rounds do not shorten); stop when a round did not write at least O(min_shrink) fewer pages
     than the one before; stop at O(max_rounds).
   - The TLS certificate and key, when given, are added to runc's CRIU configuration file C(/etc/criu/runc.conf) in a
