@@ -114,11 +114,13 @@ def stop_reason(
     if count < min_rounds:
         return None
     if predicted <= budget_ms:
-        return f"converged: predicted downtime {predicted:.0f} ms is within the budget of {budget_ms:.0f} ms"
+        # Without some terms the prediction is a lower bound: the report's budget line says whether it held.
+        so_far = " so far (some terms unpredicted: no earlier migration between these hosts)" if prediction["unpredicted"] else ""
+        return f"converged: predicted downtime {predicted:.0f} ms is within the budget of {budget_ms:.0f} ms{so_far}"
     dirty_ms = prediction["terms_ms"].get("dirty_pages")
     if dirty_ms is not None and dirty_ms <= DIRTY_SHARE_WORTH_A_ROUND * predicted:
-        return (f"fixed costs left: the dirty pages are {dirty_ms:.0f} ms of the predicted downtime {predicted:.0f} ms"
-                f" (largest term: {prediction['largest_term'].replace('_', ' ')}), which more rounds do not shorten")
+        return (f"fixed costs left: the dirty pages are {dirty_ms:.0f} ms of the predicted downtime {predicted:.0f} ms,"
+                f" which more rounds do not shorten")
     if count >= 2:
         previous, last = rounds[-2]["pages_written"], rounds[-1]["pages_written"]
         if last > previous * (1 - min_shrink):

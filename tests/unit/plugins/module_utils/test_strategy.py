@@ -93,3 +93,9 @@ def test_by_model_keeps_the_features_choice_when_a_prediction_is_partial():
 ])
 def test_auto_chooses_after_a_pre_dump_among_what_both_hosts_support(requested, source, destination, transport, expected):
     assert candidates(requested, source, destination, transport) == expected
+
+
+def test_a_whole_prediction_converges_without_a_reservation():
+    prediction = {"total_ms": 400.0, "terms_ms": {"final_dump_fixed": 100.0, "dirty_pages": 300.0}, "unpredicted": []}
+    reason = stop_reason([{"pages_written": 10}], prediction, 500, 8, 1, 0.25)
+    assert reason == "converged: predicted downtime 400 ms is within the budget of 500 ms"
