@@ -81,7 +81,7 @@ def migration_strategy(requested, source_features, destination_features, transpo
         raise AnsibleFilterError(message) from None
     others = candidates(requested, source_features, destination_features, transport)
     return {"strategy": strategy, "why": why, "candidates": others,
-            "streams_pages": any(streams_pages(transport, each) for each in [strategy, *others])}
+            "streams_pages": streams_pages(transport, [strategy, *others])}
 
 
 class FilterModule:

@@ -171,7 +171,7 @@ def _sender_problem(params: dict[str, Any]) -> str | None:
     strategies = [params["strategy"], *params["candidates"]]
     if params["candidates"] and params["strategy"] != "pre-copy":
         return "candidates need strategy pre-copy: the choice among them comes after the first pre-dump round"
-    if set(strategies) & set(_strategy.LAZY) and not params["lazy_address"]:
+    if _strategy.any_lazy(strategies) and not params["lazy_address"]:
         return "lazy_address is needed: post-copy or hybrid may be chosen, whose destination fetches pages from here"
     transport_problems = [_strategy.transport_problem(strategy, params["transport"]) for strategy in strategies]
     stream = _protocol.page_stream(params["transport"], strategies, bool(params["tls_cert"]))

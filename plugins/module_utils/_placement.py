@@ -123,7 +123,7 @@ def _entry(container: Mapping[str, Any], source: str, source_info: Mapping[str, 
     entry.update(action="live-migrate", destination=destination, strategy=strategy, why=why,
                  predicted_downtime_ms=prediction["total_ms"], prediction=describe(prediction["total_ms"], prediction["unpredicted"]),
                  # runc's CRIU reads page-stream TLS from one config file per host: such migrations go one at a time.
-                 parallel=not streams_pages(request["transport"], strategy))
+                 parallel=not streams_pages(request["transport"], [strategy]))
     return entry
 
 

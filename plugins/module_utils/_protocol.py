@@ -43,7 +43,7 @@ from ansible_collections.ferry.runc.plugins.module_utils._strategy import stream
 def page_stream(transport: str, strategies: Sequence[str], tls: bool) -> str:
     """How memory pages cross the link with any of these strategies (the migration's, and those auto may switch to):
     none (they go through the shared directory), tls or plaintext."""
-    if not any(streams_pages(transport, strategy) for strategy in strategies):
+    if not streams_pages(transport, strategies):
         return "none"
     return "tls" if tls else "plaintext"
 

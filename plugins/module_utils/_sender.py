@@ -94,6 +94,8 @@ class Sender:
         self.progress_log: list[dict[str, Any]] = []
         # What lives as long as the agent, after its recovery too: the lazy page server's firewall rule.
         self.held_open = contextlib.ExitStack()
+        # The strategy asked for, and those auto may switch to after its first round.
+        self.possible_strategies = [params["strategy"], *params["candidates"]]
         self.started = time.monotonic()
         self.report: dict[str, Any] = {
             "container": self.container,
@@ -105,7 +107,7 @@ class Sender:
             "rolled_back": False,
             "source_deleted": False,
             "tls": bool(params.get("tls_cert")),
-            "page_stream": page_stream(params["transport"], [params["strategy"], *params["candidates"]], bool(params.get("tls_cert"))),
+            "page_stream": page_stream(params["transport"], self.possible_strategies, bool(params.get("tls_cert"))),
         }
 
     # -- the migration, step by step ---------------------------------------------------------------------------------
@@ -129,7 +131,7 @@ class Sender:
 
     def _migrate(self) -> None:
         bundle, pid = self._check_container()
-        if {self.report["strategy"], *self.params["candidates"]} & set(_strategy.LAZY):
+        if _strategy.any_lazy(self.possible_strategies):
             self._guard_lazy_port()
         share_token = self._prepare_image_dir()
         self.channel = self._connect()
@@ -231,7 +233,7 @@ class Sender:
             self._progress(f"pre-dump round {number}")
             began = time.time()
             stats = self._checkpoint(
-                f"pre-dump round {number}", directory, pre_dump=True, parent_path=f"../{parent}" if parent else None,
+                f"pre-dump round {number}", directory, pre_dump=True, parent_path=_parent_path(parent),
                 page_server=self.transport.dump_target(self.channel, directory, parent),
             )
             record = _round_record(number, began, stats)
@@ -302,7 +304,7 @@ class Sender:
     def _final_dump(self) -> None:
         parent = self.last_round
         with config_lock(exclusive=False):
-            stats = self._checkpoint("final dump", FINAL, leave_running=True, parent_path=f"../{parent}" if parent else None,
+            stats = self._checkpoint("final dump", FINAL, leave_running=True, parent_path=_parent_path(parent),
                                      page_server=self.transport.dump_target(self.channel, FINAL, parent))
         self.report["final"] = _round_record(0, self.report["frozen_at"], stats)
 
@@ -322,8 +324,8 @@ class Sender:
         return {"address": address, "port": port}
 
     def _start_lazy_dump(self, path: str, page_server: str) -> subprocess.Popen:
-        parent = f"../{self.last_round}" if self.last_round else None
-        params = self._checkpoint_params(path, leave_running=True, lazy_pages=True, page_server=page_server, parent_path=parent)
+        params = self._checkpoint_params(path, leave_running=True, lazy_pages=True, page_server=page_server,
+                                         parent_path=_parent_path(self.last_round))
         argv = checkpoint_argv(self.runc.path, params)
         read_end, write_end = os.pipe()
         try:
@@ -626,6 +628,11 @@ def _describe(error: BaseException, phase: SenderPhase) -> str:
     if isinstance(error, FerryError):
         return error.at(step).message()
     return f"{step} failed on {platform.node()}: {type(error).__name__}: {error}"
+
+
+def _parent_path(directory: str | None) -> str | None:
+    """runc's --parent-path for a dump on top of this pre-dump directory: relative, as runc requires."""
+    return f"../{directory}" if directory else None
 
 
 def _lazy_page_counts(stats_path: str) -> dict[str, int]:

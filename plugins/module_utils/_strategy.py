@@ -22,9 +22,15 @@ TIE = 0.05
 DIRTY_SHARE_WORTH_A_ROUND = 0.1
 
 
-def streams_pages(transport: str, strategy: str) -> bool:
-    """Whether CRIU sends memory pages over the network (and so needs TLS): with the page server, or lazily."""
-    return transport == "page-server" or strategy in LAZY
+def any_lazy(strategies: Sequence[str]) -> bool:
+    """Whether any of these strategies (a migration's, and those auto may switch to) takes a lazy final dump."""
+    return any(strategy in LAZY for strategy in strategies)
+
+
+def streams_pages(transport: str, strategies: Sequence[str]) -> bool:
+    """Whether CRIU may send memory pages over the network (and so needs TLS) with any of these strategies: with the
+    page server, or lazily."""
+    return transport == "page-server" or any_lazy(strategies)
 
 
 def transport_problem(strategy: str, transport: str) -> str | None:

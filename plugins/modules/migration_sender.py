@@ -229,7 +229,6 @@ def main() -> None:
             min_rounds={"type": "int", "default": 1},
             keep_images={"type": "bool", "default": False},
         ),
-        required_if=[("strategy", strategy, ["lazy_address"]) for strategy in _strategy.LAZY],
         required_together=[("tls_cacert", "tls_cert", "tls_key")],
         supports_check_mode=True,
     )

@@ -50,3 +50,9 @@ def test_candidates_start_from_pre_copy(run_module):
     result = run_module(migration_sender, dict(SENDER, candidates=["stop-and-copy", "pre-copy"]))
     assert result["failed"] is True
     assert "candidates need strategy pre-copy" in result["msg"]
+
+
+def test_post_copy_without_the_lazy_address_is_refused(run_module):
+    result = run_module(migration_sender, dict(SENDER, strategy="post-copy", page_stream_plaintext=True))
+    assert result["failed"] is True
+    assert "lazy_address is needed" in result["msg"]
