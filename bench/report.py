@@ -1,6 +1,6 @@
 # Copyright: ferry.runc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Turn the raw results of bench/bench.yml into tables, medians, the targets of issue 8 and a plot.
+"""Turn the raw results of bench/bench.yml into tables, medians, the targets of issues 17 and 8 and a plot.
 
     python3 report.py RESULTS_DIR [--out DIR]
 
@@ -23,12 +23,24 @@ from pathlib import Path
 # Below this gap memstress logs no pause (it logs gaps of more than 0.5 s), so a run without one stopped for less.
 PAUSE_THRESHOLD_MS = 500
 OURS_LOW_DOWNTIME = ("pre-copy", "post-copy", "pre-copy-page-server", "post-copy-page-server")
+# The downtime model's terms, in the order of the frozen window (the migrate report's downtime_terms_ms).
+DOWNTIME_TERMS = ("final_dump_fixed", "dirty_pages", "hand_over", "restore", "release")
+# Issue 17's bounds.
+STOP_AND_COPY_OVER_SEED = 1.05
+BEST_OVER_SEED_LARGEST = 0.25
+BEST_LARGEST_OVER_SMALLEST = 1.2
+HYBRID_LOCAL_OVER_POST_COPY = 0.25
+AUTO_OVER_BEST_FIXED = 1.10
+PREDICTION_ERROR = 0.25
+PREFLIGHT_AND_REPORT_S = 30
 CSV_FIELDS = (
     "index", "name", "rep", "size_mib", "rate", "dirty_mib_per_sec", "method", "kind", "ok", "downtime_workload_ms",
-    "downtime_report_ms", "frozen_ms_criu", "restore_s", "paused_total_ms", "pauses_ms", "total_s", "command_s",
-    "migration_s", "run_s", "strategy", "transport", "pre_copy_rounds", "pre_copy_stop_reason", "pre_copy_s",
-    "post_copy_transfer_s", "bytes_total", "integrity_errors", "corruption_lines", "passes", "clock_offset_set_ms",
-    "clock_bound_ms", "clock_offset_after_ms", "other_pauses_ms", "started_utc", "error",
+    "downtime_report_ms", "predicted_downtime_ms", "downtime_largest_term", "downtime_budget_met", "frozen_ms_criu",
+    "restore_s", "paused_total_ms", "pauses_ms", "memory_local_s", "total_s", "command_s", "migration_s", "run_s",
+    "preflight_and_report_s", "strategy", "strategy_reason", "transport", "pre_copy_rounds", "pre_copy_stop_reason",
+    "pre_copy_s", "post_copy_transfer_s", "lazy_pages_fetched", "pages_restored_from_parents", "bytes_total",
+    "integrity_errors", "corruption_lines", "passes", "clock_offset_set_ms", "clock_bound_ms", "clock_offset_after_ms",
+    "other_pauses_ms", "started_utc", "error",
 )
 
 
@@ -85,6 +97,9 @@ def summarize(runs: list[dict]) -> list[dict]:
             "command_s_median": median_of(ok, lambda run: number(run.get("command_s"))),
             "pre_copy_rounds_median": median_of(ok, lambda run: number(run.get("pre_copy_rounds"))),
             "post_copy_transfer_s_median": median_of(ok, lambda run: number(run.get("post_copy_transfer_s"))),
+            "predicted_downtime_ms_median": median_of(ok, lambda run: number(run.get("predicted_downtime_ms"))),
+            "memory_local_s_median": median_of(ok, lambda run: number(run.get("memory_local_s"))),
+            "preflight_and_report_s_median": median_of(ok, lambda run: number(run.get("preflight_and_report_s"))),
             "integrity_errors": sum(max(0, int(run.get("integrity_errors", 0))) + int(run.get("corruption_lines", 0)) for run in ok),
         })
     return rows
@@ -155,7 +170,143 @@ def wall_time_table(runs: list[dict]) -> list[str]:
     return lines + ["", f"All {len(runs)} runs: {total / 60:.1f} minutes."]
 
 
-def targets(rows: list[dict]) -> list[str]:
+def ratio_line(target: str, verdict_ok: bool, detail: str) -> str:
+    return f"- {target}: **{'met' if verdict_ok else 'not met'}**: {detail}."
+
+
+def ferry_methods(rows: list[dict]) -> list[str]:
+    return [method for method in method_order(rows) if method_is_ours(rows, method)]
+
+
+def targets_issue_17(rows: list[dict], runs: list[dict]) -> list[str]:
+    """Issue 17's targets (make bench-lab): each met, not met (with the numbers) or not measured."""
+    index = {(row["size_mib"], row["rate"], row["method"]): row for row in rows if row["ok"]}
+    sizes = sorted({row["size_mib"] for row in rows})
+    rates = list(dict.fromkeys(row["rate"] for row in rows))
+    lines = []
+    for rate in rates:
+        for size in sizes:
+            lines += stop_and_copy_against_seed(index, size, rate)
+        lines += best_at_largest(index, ferry_methods(rows), sizes, rate)
+        for size in sizes:
+            lines += hybrid_against_post_copy(index, size, rate)
+            lines += auto_against_best_fixed(index, ferry_methods(rows), size, rate)
+    lines += predictions_against_actual(runs)
+    lines += preflight_and_report(runs)
+    return lines or ["- none measured in this run."]
+
+
+def stop_and_copy_against_seed(index: dict, size: int, rate: str) -> list[str]:
+    seed, ours = index.get((size, rate, "seed")), index.get((size, rate, "stop-and-copy"))
+    if not (seed and ours):
+        return []
+    ratio = ours["downtime_ms_median"] / seed["downtime_ms_median"]
+    return [ratio_line(
+        f"{size} MiB {rate}: ferry stop-and-copy's downtime <= {STOP_AND_COPY_OVER_SEED}x the seed's flow",
+        ratio <= STOP_AND_COPY_OVER_SEED,
+        f"{seconds(ours['downtime_ms_median'])} s vs {seconds(seed['downtime_ms_median'])} s (x{ratio:.2f})",
+    )]
+
+
+def best_at_largest(index: dict, methods: list[str], sizes: list[int], rate: str) -> list[str]:
+    largest = sizes[-1] if sizes else None
+    seed = index.get((largest, rate, "seed"))
+    measured = [index[(largest, rate, method)] for method in methods if (largest, rate, method) in index]
+    if len(sizes) < 2 or not (seed and measured):
+        return []
+    best = min(measured, key=lambda row: row["downtime_ms_median"])
+    ratio = best["downtime_ms_median"] / seed["downtime_ms_median"]
+    lines = [ratio_line(
+        f"{largest} MiB {rate}: the best ferry strategy's downtime <= {BEST_OVER_SEED_LARGEST}x the seed's flow",
+        ratio <= BEST_OVER_SEED_LARGEST,
+        f"{best['label']} {seconds(best['downtime_ms_median'])} s vs seed {seconds(seed['downtime_ms_median'])} s (x{ratio:.2f})",
+    )]
+    smallest = index.get((sizes[0], rate, best["method"]))
+    if smallest:
+        growth = best["downtime_ms_median"] / smallest["downtime_ms_median"]
+        lines.append(ratio_line(
+            f"{rate}: {best['label']} at {largest} MiB <= {BEST_LARGEST_OVER_SMALLEST}x its own downtime at {sizes[0]} MiB",
+            growth <= BEST_LARGEST_OVER_SMALLEST,
+            f"{seconds(best['downtime_ms_median'])} s vs {seconds(smallest['downtime_ms_median'])} s (x{growth:.2f})",
+        ))
+    return lines
+
+
+def hybrid_against_post_copy(index: dict, size: int, rate: str) -> list[str]:
+    hybrid, post_copy = index.get((size, rate, "hybrid")), index.get((size, rate, "post-copy"))
+    if not (hybrid and post_copy) or None in (hybrid["memory_local_s_median"], post_copy["memory_local_s_median"]):
+        return []
+    hybrid_s, post_copy_s = hybrid["memory_local_s_median"], post_copy["memory_local_s_median"]
+    return [ratio_line(
+        f"{size} MiB {rate}: hybrid's time until all memory is local <= {HYBRID_LOCAL_OVER_POST_COPY}x post-copy's",
+        hybrid_s <= HYBRID_LOCAL_OVER_POST_COPY * post_copy_s,
+        f"{hybrid_s:.1f} s vs {post_copy_s:.1f} s" + (f" (x{hybrid_s / post_copy_s:.2f})" if post_copy_s else ""),
+    )]
+
+
+def auto_against_best_fixed(index: dict, methods: list[str], size: int, rate: str) -> list[str]:
+    auto = index.get((size, rate, "auto"))
+    fixed = [index[(size, rate, method)] for method in methods if method != "auto" and (size, rate, method) in index]
+    if not (auto and fixed):
+        return []
+    best = min(fixed, key=lambda row: row["downtime_ms_median"])
+    ratio = auto["downtime_ms_median"] / best["downtime_ms_median"]
+    return [ratio_line(
+        f"{size} MiB {rate}: auto's downtime within {round((AUTO_OVER_BEST_FIXED - 1) * 100)} % of the best fixed strategy's",
+        ratio <= AUTO_OVER_BEST_FIXED,
+        f"auto {seconds(auto['downtime_ms_median'])} s vs {best['label']} {seconds(best['downtime_ms_median'])} s (x{ratio:.2f})",
+    )]
+
+
+def predictions_against_actual(runs: list[dict]) -> list[str]:
+    """Each ferry run's predicted downtime against the longest gap the workload logged."""
+    predicted = [run for run in runs if run["ok"] and number(run.get("predicted_downtime_ms")) is not None]
+    if not predicted:
+        return []
+    off = []
+    for run in predicted:
+        error = number(run["predicted_downtime_ms"]) / downtime_ms(run) - 1
+        if abs(error) > PREDICTION_ERROR:
+            unpredicted = ", ".join(run.get("unpredicted_terms") or []) or "none"
+            off.append(f"{run['name']} {seconds(number(run['predicted_downtime_ms']))} s predicted, {seconds(downtime_ms(run))} s "
+                       f"actual ({error:+.0%}; terms unpredicted: {unpredicted})")
+    target = f"every run's predicted downtime within {round(PREDICTION_ERROR * 100)} % of its actual downtime"
+    if off:
+        return [f"- {target}: **not met** in {len(off)} of {len(predicted)} runs: " + "; ".join(off) + "."]
+    return [f"- {target}: **met** in all {len(predicted)} runs."]
+
+
+def preflight_and_report(runs: list[dict]) -> list[str]:
+    timed = [run for run in runs if run["ok"] and number(run.get("preflight_and_report_s")) is not None]
+    if not timed:
+        return []
+    slowest = max(timed, key=lambda run: number(run["preflight_and_report_s"]))
+    over = [run for run in timed if number(run["preflight_and_report_s"]) > PREFLIGHT_AND_REPORT_S]
+    return [ratio_line(
+        f"the report's preflight plus report at most {PREFLIGHT_AND_REPORT_S} s in every run",
+        not over,
+        f"{len(over)} of {len(timed)} runs over; the longest {number(slowest['preflight_and_report_s']):.1f} s ({slowest['name']})",
+    )]
+
+
+def phase_table(runs: list[dict]) -> list[str]:
+    """Each ferry run's frozen window: the model's terms as the report measured them, against their prediction."""
+    header = ["run", "downtime (workload)", "report", "predicted"] + list(DOWNTIME_TERMS) + ["largest term", "strategy (why)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for run in runs:
+        if not run["ok"] or run.get("kind") != "ferry":
+            continue
+        actual, predicted = run.get("downtime_terms_ms") or {}, run.get("predicted_downtime_terms_ms") or {}
+        terms = [f"{seconds(number(actual.get(term)))} / {seconds(number(predicted.get(term)))}" for term in DOWNTIME_TERMS]
+        lines.append("| " + " | ".join(
+            [run["name"], seconds(downtime_ms(run)), seconds(number(run.get("downtime_report_ms"))),
+             seconds(number(run.get("predicted_downtime_ms")))] + terms
+            + [run.get("downtime_largest_term") or "-", f"{run.get('strategy')} ({run.get('strategy_reason')})"]
+        ) + " |")
+    return lines
+
+
+def targets_issue_8(rows: list[dict]) -> list[str]:
     """Issue 8's three targets, each met, not met (with the numbers) or not measured."""
     index = {(row["size_mib"], row["rate"], row["method"]): row for row in rows if row["ok"]}
     lines = []
@@ -307,7 +458,12 @@ def main(argv: list[str]) -> int:
             "",
         ]
         lines += table(rows, rate, paused_cell) + [""]
-    lines += ["### Targets of issue 8", ""] + targets(rows) + [""]
+    lines += ["### Targets of issue 17", ""] + targets_issue_17(rows, runs) + [""]
+    lines += [
+        "### The frozen window of each ferry run: seconds, as measured / as predicted",
+        "",
+    ] + phase_table(runs) + [""]
+    lines += ["### Targets of issue 8", ""] + targets_issue_8(rows) + [""]
     lines += ["### Wall time of each run", ""] + wall_time_table(runs) + [""]
     if failed:
         lines += ["### Failed runs", ""] + [f"- {run['name']}: {run['error'][:400]}" for run in failed] + [""]

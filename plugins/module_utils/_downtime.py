@@ -30,6 +30,8 @@ MIB = 1024 * 1024
 TERMS = ("final_dump_fixed", "dirty_pages", "hand_over", "restore", "release")
 # How many migrations the learned costs keep, the newest last.
 KEPT_MIGRATIONS = 10
+# Earlier restores scale a prediction by memory once their containers' sizes are this far apart.
+SCALING_SPAN = 2
 NO_EARLIER_MIGRATION = "no earlier migration between these hosts"
 # The report names the role's transport (nfs), the sender its own (shared): the learned costs use the sender's.
 SENDER_TRANSPORTS = {"nfs": "shared"}
@@ -113,12 +115,32 @@ def _dirty_pages_ms(strategy: str, rounds: Sequence[Mapping[str, Any]], earlier:
 
 
 def _restore_ms(strategy: str, earlier: Sequence[Mapping[str, Any]], memory_bytes: int | None) -> float | None:
-    """Scaled by the memory the restore reads where earlier restores say how it scales; post-copy's restore reads none
-    (hybrid's reads the pre-dump rounds' pages)."""
-    per_mib = _median(earlier, "restore_ms_per_mib")
-    if strategy != "post-copy" and per_mib is not None and memory_bytes:
-        return per_mib * memory_bytes / MIB
+    """A fixed part plus a part per MiB the restore reads, fitted to earlier restores of containers at least
+    SCALING_SPAN times apart in size; otherwise their median, because the fixed part (restoring the tree, the
+    receiver's checks) is most of a restore up to hundreds of MiB and one size cannot tell the two parts apart.
+    Post-copy's restore reads no memory (hybrid's reads the pre-dump rounds' pages)."""
+    sized = [(_restored_mib(entry), entry["restore_ms"]) for entry in earlier if _restored_mib(entry) is not None]
+    if strategy != "post-copy" and memory_bytes and sized:
+        sizes = [mib for mib, restore_ms in sized]
+        if max(sizes) >= SCALING_SPAN * min(sizes):
+            fixed_ms, ms_per_mib = _line(sized)
+            return fixed_ms + ms_per_mib * memory_bytes / MIB
     return _median(earlier, "restore_ms")
+
+
+def _restored_mib(entry: Mapping[str, Any]) -> float | None:
+    """The memory an earlier restore read, from its time and its time per MiB."""
+    per_mib = entry.get("restore_ms_per_mib")
+    return entry["restore_ms"] / per_mib if per_mib and entry.get("restore_ms") is not None else None
+
+
+def _line(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """Least squares: intercept and slope, the slope at least 0 (a restore never gets faster with more memory)."""
+    mean_x = statistics.fmean(x for x, y in points)
+    mean_y = statistics.fmean(y for x, y in points)
+    spread = sum((x - mean_x) ** 2 for x, y in points)
+    slope = max(0.0, sum((x - mean_x) * (y - mean_y) for x, y in points) / spread) if spread else 0.0
+    return max(0.0, mean_y - slope * mean_x), slope
 
 
 def largest(terms_ms: Mapping[str, float]) -> str | None:

@@ -123,7 +123,8 @@ options:
       - A dict whose C(migrations) lists, the newest last, one entry per migration with C(strategy), C(transport)
         (V(shared) or V(page-server)) and the measured C(final_dump_fixed_ms), C(write_ms_per_mib), C(hand_over_ms),
         C(restore_ms), C(restore_ms_per_mib) and C(release_ms); the model uses the median of the entries with this
-        migration's O(strategy) and O(transport).
+        migration's O(strategy) and O(transport), and for the restore a fixed part plus a part per MiB fitted to
+        them once their containers' sizes are at least twice apart.
       - The P(ferry.runc.migrate#role) role keeps them on the controller next to its reports and passes them here.
       - Empty, the prediction holds only what this migration measures, and the report says which terms it lacks.
     type: dict

@@ -19,7 +19,10 @@ def load_report():
 
 report = load_report()
 
-LABELS = {"seed": "seed flow", "pre-copy": "ferry pre-copy", "post-copy": "ferry post-copy", "podman": "Podman"}
+LABELS = {
+    "seed": "seed flow", "stop-and-copy": "ferry stop-and-copy", "pre-copy": "ferry pre-copy", "post-copy": "ferry post-copy",
+    "hybrid": "ferry hybrid", "auto": "ferry auto", "podman": "Podman",
+}
 META = {
     "profile": "test",
     "started_utc": "2026-01-01T00:00:00Z",
@@ -188,7 +191,7 @@ def test_methods_come_in_the_order_of_their_first_run():
 
 
 def test_targets_with_nothing_measured():
-    assert report.targets([]) == [
+    assert report.targets_issue_8([]) == [
         "- 1 GiB busy, pre-copy or post-copy downtime <= 1/5 of the seed's flow: not measured in this run.",
         "- post-copy downtime at 1 GiB within 1.5x of 64 MiB: not measured in this run.",
         "- every strategy of ours ahead of Podman's downtime: not measured in this run.",
@@ -203,7 +206,7 @@ def test_targets_met_and_not_met():
         run(4, 1024, "busy", "pre-copy", 3000),
         run(5, 1024, "busy", "podman", 2500),
     ])
-    assert report.targets(rows) == [
+    assert report.targets_issue_8(rows) == [
         "- 1 GiB busy, pre-copy or post-copy downtime <= 1/5 of the seed's flow: **met**: best ferry post-copy "
         "1.5 s vs seed 10.0 s (ratio 0.15).",
         "- ferry post-copy, busy: downtime at 1 GiB within 1.5x of 64 MiB: **met**: 1.5 s vs 1.2 s (x1.25).",
@@ -218,10 +221,73 @@ def test_targets_not_met_when_post_copy_grows_with_size():
         run(2, 1024, "busy", "post-copy", 2000),
         run(3, 64, "busy", "post-copy", 1000),
     ])
-    assert report.targets(rows)[:2] == [
+    assert report.targets_issue_8(rows)[:2] == [
         "- 1 GiB busy, pre-copy or post-copy downtime <= 1/5 of the seed's flow: **not met**: best ferry post-copy "
         "2.0 s vs seed 4.0 s (ratio 0.50).",
         "- ferry post-copy, busy: downtime at 1 GiB within 1.5x of 64 MiB: **not met**: 2.0 s vs 1.0 s (x2.00).",
+    ]
+
+
+def lab_run(index, size, method, downtime, **extra):
+    return run(index, size, "busy", method, downtime, kind="seed" if method == "seed" else "ferry", **extra)
+
+
+def test_issue_17_targets_met():
+    runs = [
+        lab_run(1, 64, "seed", 10000),
+        lab_run(2, 64, "stop-and-copy", 10400, predicted_downtime_ms=9000, preflight_and_report_s=25),
+        lab_run(3, 64, "post-copy", 3000, memory_local_s=40, predicted_downtime_ms=3500, preflight_and_report_s=29.5),
+        lab_run(4, 64, "hybrid", 3200, memory_local_s=10, predicted_downtime_ms=3000, preflight_and_report_s=28),
+        lab_run(5, 64, "auto", 3250, predicted_downtime_ms=3100, preflight_and_report_s=27),
+        lab_run(6, 256, "seed", 40000),
+        lab_run(7, 256, "post-copy", 3500, memory_local_s=160),
+        lab_run(8, 256, "hybrid", 3600, memory_local_s=20),
+    ]
+    assert report.targets_issue_17(report.summarize(runs), runs) == [
+        "- 64 MiB busy: ferry stop-and-copy's downtime <= 1.05x the seed's flow: **met**: 10.4 s vs 10.0 s (x1.04).",
+        "- 256 MiB busy: the best ferry strategy's downtime <= 0.25x the seed's flow: **met**: ferry post-copy 3.5 s vs seed "
+        "40.0 s (x0.09).",
+        "- busy: ferry post-copy at 256 MiB <= 1.2x its own downtime at 64 MiB: **met**: 3.5 s vs 3.0 s (x1.17).",
+        "- 64 MiB busy: hybrid's time until all memory is local <= 0.25x post-copy's: **met**: 10.0 s vs 40.0 s (x0.25).",
+        "- 64 MiB busy: auto's downtime within 10 % of the best fixed strategy's: **met**: auto 3.2 s vs ferry post-copy "
+        "3.0 s (x1.08).",
+        "- 256 MiB busy: hybrid's time until all memory is local <= 0.25x post-copy's: **met**: 20.0 s vs 160.0 s (x0.12).",
+        "- every run's predicted downtime within 25 % of its actual downtime: **met** in all 4 runs.",
+        "- the report's preflight plus report at most 30 s in every run: **met**: 0 of 4 runs over; the longest 29.5 s "
+        "(003-64m-busy-post-copy-r1).",
+    ]
+
+
+def test_issue_17_targets_not_met_say_by_how_much():
+    runs = [
+        lab_run(1, 64, "seed", 10000),
+        lab_run(2, 64, "stop-and-copy", 16000, predicted_downtime_ms=4000, unpredicted_terms=["restore"],
+                preflight_and_report_s=31),
+        lab_run(3, 64, "auto", 17700),
+    ]
+    assert report.targets_issue_17(report.summarize(runs), runs) == [
+        "- 64 MiB busy: ferry stop-and-copy's downtime <= 1.05x the seed's flow: **not met**: 16.0 s vs 10.0 s (x1.60).",
+        "- 64 MiB busy: auto's downtime within 10 % of the best fixed strategy's: **not met**: auto 17.7 s vs ferry "
+        "stop-and-copy 16.0 s (x1.11).",
+        "- every run's predicted downtime within 25 % of its actual downtime: **not met** in 1 of 1 runs: "
+        "002-64m-busy-stop-and-copy-r1 4.0 s predicted, 16.0 s actual (-75%; terms unpredicted: restore).",
+        "- the report's preflight plus report at most 30 s in every run: **not met**: 1 of 1 runs over; the longest 31.0 s "
+        "(002-64m-busy-stop-and-copy-r1).",
+    ]
+    assert report.targets_issue_17([], []) == ["- none measured in this run."]
+
+
+def test_phase_table_sets_each_measured_term_beside_its_prediction():
+    runs = [
+        lab_run(1, 64, "seed", 10000),
+        lab_run(2, 64, "hybrid", 8000, downtime_report_ms=7500, predicted_downtime_ms=7000, strategy="hybrid",
+                strategy_reason="requested", downtime_largest_term="final_dump_fixed",
+                downtime_terms_ms={"final_dump_fixed": 4000, "dirty_pages": 0, "hand_over": 500, "restore": 2800, "release": 200},
+                predicted_downtime_terms_ms={"final_dump_fixed": 3900, "dirty_pages": 0.0, "hand_over": 400, "restore": 2500}),
+    ]
+    assert report.phase_table(runs)[2:] == [
+        "| 002-64m-busy-hybrid-r1 | 8.0 | 7.5 | 7.0 | 4.0 / 3.9 | 0.0 / 0.0 | 0.5 / 0.4 | 2.8 / 2.5 | 0.2 / - "
+        "| final_dump_fixed | hybrid (requested) |",
     ]
 
 
