@@ -6,8 +6,8 @@
 
 RESULTS_DIR holds runs.jsonl (one record per run) and meta.json, as bench/bench.yml writes them. DIR (default
 RESULTS_DIR) receives runs.csv and runs.json (every run, raw), summary.csv (medians per size, rate and method),
-results.md (the tables and the targets, markdown), downtime.png (the plot) and a copy of meta.json. The same
-tables are printed. Standard library and matplotlib only.
+results.md (the tables and the targets, markdown), downtime.png (the plot) and copies of meta.json and of ferry's
+reports (reports/, with the learned costs). The same tables are printed. Standard library and matplotlib only.
 """
 
 from __future__ import annotations
@@ -408,6 +408,12 @@ def plot(rows: list[dict], meta: dict, path: Path) -> None:
     plt.close(figure)
 
 
+def failure(error: str) -> str:
+    """A failed run's cause on one line: Ansible's last fatal line where the output has one."""
+    fatal = [line for line in error.splitlines() if line.startswith("fatal:")]
+    return " ".join((fatal[-1] if fatal else error).split())[:400]
+
+
 def write_csv(path: Path, rows: list[dict], fields) -> None:
     with open(path, "w", newline="", encoding="utf-8") as handle:
         # Not csv's default "\r\n": the results are committed, and ansible-test sanity allows "\n" only.
@@ -434,6 +440,8 @@ def main(argv: list[str]) -> int:
     write_csv(out / "summary.csv", sorted(rows, key=lambda row: (row["rate"], row["size_mib"], row["method"])), summary_fields)
     if (args.results / "meta.json").resolve() != (out / "meta.json").resolve():
         shutil.copyfile(args.results / "meta.json", out / "meta.json")
+        if (args.results / "reports").is_dir():
+            shutil.copytree(args.results / "reports", out / "reports", dirs_exist_ok=True)
 
     failed = [run for run in runs if not run["ok"]]
     lines = [
@@ -466,7 +474,7 @@ def main(argv: list[str]) -> int:
     lines += ["### Targets of issue 8", ""] + targets_issue_8(rows) + [""]
     lines += ["### Wall time of each run", ""] + wall_time_table(runs) + [""]
     if failed:
-        lines += ["### Failed runs", ""] + [f"- {run['name']}: {run['error'][:400]}" for run in failed] + [""]
+        lines += ["### Failed runs", ""] + [f"- {run['name']}: {failure(run['error'])}" for run in failed] + [""]
     (out / "results.md").write_text("\n".join(lines), encoding="utf-8")
     if rows:
         plot(rows, meta, out / "downtime.png")

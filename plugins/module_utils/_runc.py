@@ -131,7 +131,11 @@ class Runc:
         """status(), or held when runc says running but every task is stopped (as a held restore leaves them)."""
         status = self.status(container_id)
         if status == "running":
-            processes = self.processes(container_id)
+            try:
+                processes = self.processes(container_id)
+            except CommandError:
+                # Deleted between the two looks (the sender's release of the source): what runc says now.
+                return self.status(container_id)
             if processes and all(task_state(pid) == "T" for pid in processes):
                 return HELD
         return status

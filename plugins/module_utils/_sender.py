@@ -243,13 +243,14 @@ class Sender:
             record["predicted_downtime_ms"] = prediction["total_ms"]
             self._progress(f"pre-dump round {number} done", pages_written=record["pages_written"],
                            predicted_downtime_ms=record["predicted_downtime_ms"])
-            reason = _strategy.stop_reason(rounds, prediction, self.params["downtime_budget_ms"],
-                                           self.params["max_rounds"], self.params["min_rounds"], self.params["min_shrink"])
             parent = directory
             if self.params["candidates"] and number == 1:
                 self._choose_by_model(pid)
                 if self.report["strategy"] not in _strategy.PRE_DUMPS:
                     return
+                prediction = self._prediction()
+            reason = _strategy.stop_reason(self.report["strategy"], rounds, prediction, self.params["downtime_budget_ms"],
+                                           self.params["max_rounds"], self.params["min_rounds"], self.params["min_shrink"])
             if reason:
                 self.report["stop_reason"] = reason
                 self.last_round = parent

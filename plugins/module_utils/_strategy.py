@@ -110,15 +110,18 @@ def by_model(predictions: Mapping[str, Mapping[str, Any]], chosen: str) -> tuple
 
 
 def stop_reason(
-    rounds: Sequence[Mapping[str, Any]], prediction: Mapping[str, Any], budget_ms: float, max_rounds: int, min_rounds: int,
-    min_shrink: float
+    strategy: str, rounds: Sequence[Mapping[str, Any]], prediction: Mapping[str, Any], budget_ms: float, max_rounds: int,
+    min_rounds: int, min_shrink: float
 ) -> str | None:
-    """Why pre-copy stops after these rounds, or None to run another round; prediction is the downtime the model
-    (_downtime.predict) predicts for a freeze now."""
+    """Why the pre-dump rounds stop after these, or None to run another round; prediction is the downtime the model
+    (_downtime.predict) predicts for a freeze now. Hybrid's rounds shorten what the destination fetches after the
+    restore, not the downtime (its final dump writes no memory): they go on while they shrink."""
     count = len(rounds)
     predicted = prediction["total_ms"]
     if count < min_rounds:
         return None
+    if strategy in LAZY:
+        return _rounds_done(rounds, max_rounds, min_shrink, "")
     if predicted <= budget_ms:
         # Without some terms the prediction is a lower bound: the report's budget line says whether it held.
         so_far = " so far (some terms unpredicted: no earlier migration between these hosts)" if prediction["unpredicted"] else ""
@@ -127,13 +130,17 @@ def stop_reason(
     if dirty_ms is not None and dirty_ms <= DIRTY_SHARE_WORTH_A_ROUND * predicted:
         return (f"fixed costs left: the dirty pages are {dirty_ms:.0f} ms of the predicted downtime {predicted:.0f} ms,"
                 f" which more rounds do not shorten")
+    return _rounds_done(rounds, max_rounds, min_shrink, f"predicted downtime {predicted:.0f} ms")
+
+
+def _rounds_done(rounds: Sequence[Mapping[str, Any]], max_rounds: int, min_shrink: float, note: str) -> str | None:
+    """The rounds stop when the last did not shrink enough or at the limit; note goes in parentheses after why."""
+    count = len(rounds)
     if count >= 2:
         previous, last = rounds[-2]["pages_written"], rounds[-1]["pages_written"]
         if last > previous * (1 - min_shrink):
-            return (
-                f"not shrinking: round {count} wrote {last} pages after {previous}"
-                f" (each round must write at least {min_shrink:.0%} fewer; predicted downtime {predicted:.0f} ms)"
-            )
+            return (f"not shrinking: round {count} wrote {last} pages after {previous}"
+                    f" (each round must write at least {min_shrink:.0%} fewer{'; ' + note if note else ''})")
     if count >= max_rounds:
-        return f"round limit: {max_rounds} rounds (predicted downtime {predicted:.0f} ms)"
+        return f"round limit: {max_rounds} rounds{' (' + note + ')' if note else ''}"
     return None

@@ -291,11 +291,19 @@ def test_phase_table_sets_each_measured_term_beside_its_prediction():
     ]
 
 
+def test_a_failure_is_told_by_its_last_fatal_line():
+    output = "TASK [Wait]\n^ column 3\n\nfatal: [src]: FAILED! => {\"msg\": \"runc exited with 1\"}\n\nPLAY RECAP\nsrc : failed=1"
+    assert report.failure("Fail with the end of its output: " + output) == 'fatal: [src]: FAILED! => {"msg": "runc exited with 1"}'
+    assert report.failure("Migrate with it:\n  boom") == "Migrate with it: boom"
+
+
 def test_main_writes_the_report_files(tmp_path, capsys):
     # plot() needs matplotlib, pinned in tests/requirements-dev.txt (tests/requirements-core.txt for the core legs).
     results = tmp_path / "raw"
     results.mkdir()
     (results / "meta.json").write_text(json.dumps(META), encoding="utf-8")
+    (results / "reports" / "costs").mkdir(parents=True)
+    (results / "reports" / "costs" / "src--dst.json").write_text("{}\n", encoding="utf-8")
     (results / "runs.jsonl").write_text(
         "".join(json.dumps(record) + "\n" for record in reversed(RUNS)) + "\n", encoding="utf-8"
     )
@@ -332,4 +340,5 @@ def test_main_writes_the_report_files(tmp_path, capsys):
         ("idle", "64", "seed", "3000.0"),
     ]
     assert json.loads((out / "meta.json").read_text(encoding="utf-8")) == META
+    assert (out / "reports" / "costs" / "src--dst.json").read_text(encoding="utf-8") == "{}\n"
     assert (out / "downtime.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

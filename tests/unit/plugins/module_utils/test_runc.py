@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import module_cases
 
-from ansible_collections.ferry.runc.plugins.module_utils._runc import checkpoint_argv, restore_argv, runc_error
+from ansible_collections.ferry.runc.plugins.module_utils._runc import Runc, checkpoint_argv, restore_argv, runc_error
 
 BUILDERS = {"checkpoint": checkpoint_argv, "restore": restore_argv}
 
@@ -30,3 +30,30 @@ def test_every_option_has_its_flag_at_its_place(case):
 )
 def test_runc_errors_are_read_from_its_log_lines(output: str, error: str):
     assert runc_error(output) == error
+
+
+class ScriptedRunner:
+    """Answers each command with the next scripted (argv, result) and records what was asked."""
+
+    def __init__(self, script: list[tuple[list[str], tuple[int, str, str]]]) -> None:
+        self.script = list(script)
+
+    def run_command(self, args: list[str], check_rc: bool = False) -> tuple[int, str, str]:
+        expected, result = self.script.pop(0)
+        assert args == expected
+        return result
+
+
+RUNC = ["/usr/sbin/runc", "--root", "/run/runc"]
+RUNNING = (0, '{"id": "web1", "status": "running"}', "")
+GONE = (1, "", 'time="2026-12-02T00:40:00Z" level=error msg="container does not exist"\n')
+
+
+def test_a_container_deleted_between_its_state_and_its_processes_is_absent():
+    runner = ScriptedRunner([
+        (RUNC + ["state", "web1"], RUNNING),
+        (RUNC + ["ps", "--format", "json", "web1"], GONE),
+        (RUNC + ["state", "web1"], GONE),
+    ])
+    assert Runc(runner, "/usr/sbin/runc", "/run/runc").copy_status("web1") == "absent"
+    assert not runner.script

@@ -47,8 +47,9 @@ def test_choose_requested_reason_is_exactly_requested():
 @cases("stop_reason")
 def test_stop_reason(case: Dict[str, Any]):
     settings = {key: case.get(key, default) for key, default in STOP_DEFAULTS.items()}
-    prediction = predict("pre-copy", "shared", case["rounds"], case.get("learned_costs", {}))
-    reason = stop_reason(case["rounds"], prediction, **settings)
+    strategy = case.get("strategy", "pre-copy")
+    prediction = predict(strategy, "shared", case["rounds"], case.get("learned_costs", {}))
+    reason = stop_reason(strategy, case["rounds"], prediction, **settings)
     if case["reason"] is None:
         assert reason is None
     else:
@@ -97,5 +98,5 @@ def test_auto_chooses_after_a_pre_dump_among_what_both_hosts_support(requested, 
 
 def test_a_whole_prediction_converges_without_a_reservation():
     prediction = {"total_ms": 400.0, "terms_ms": {"final_dump_fixed": 100.0, "dirty_pages": 300.0}, "unpredicted": []}
-    reason = stop_reason([{"pages_written": 10}], prediction, 500, 8, 1, 0.25)
+    reason = stop_reason("pre-copy", [{"pages_written": 10}], prediction, 500, 8, 1, 0.25)
     assert reason == "converged: predicted downtime 400 ms is within the budget of 500 ms"
