@@ -134,8 +134,11 @@ def stop_reason(
 
 
 def _rounds_done(rounds: Sequence[Mapping[str, Any]], max_rounds: int, min_shrink: float, note: str) -> str | None:
-    """The rounds stop when the last did not shrink enough or at the limit; note goes in parentheses after why."""
+    """The rounds stop when the last wrote nothing, did not shrink enough, or at the limit; note goes in parentheses
+    after why."""
     count = len(rounds)
+    if count >= 2 and rounds[-1]["pages_written"] == 0:
+        return f"nothing dirtied: round {count} wrote no pages{' (' + note + ')' if note else ''}"
     if count >= 2:
         previous, last = rounds[-2]["pages_written"], rounds[-1]["pages_written"]
         if last > previous * (1 - min_shrink):

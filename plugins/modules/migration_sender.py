@@ -159,7 +159,8 @@ notes:
     costs left, which more rounds do not shorten); stop when a round did not write at least O(min_shrink) fewer pages
     than the one before; stop at O(max_rounds).
   - Hybrid's rounds shorten what the destination fetches after the restore, not the downtime (its final dump writes
-    no memory), so they stop only below O(min_shrink) or at O(max_rounds), past O(min_rounds).
+    no memory), so past O(min_rounds) they stop only when a round writes no pages, shrinks by less than
+    O(min_shrink), or at O(max_rounds).
   - The TLS certificate and key, when given, are added to runc's CRIU configuration file C(/etc/criu/runc.conf) in a
     section of this migration's, which is removed when the agent ends (or by the next agent, if it died).
 seealso:
