@@ -183,14 +183,15 @@ def targets_issue_17(rows: list[dict], runs: list[dict]) -> list[str]:
     index = {(row["size_mib"], row["rate"], row["method"]): row for row in rows if row["ok"]}
     sizes = sorted({row["size_mib"] for row in rows})
     rates = list(dict.fromkeys(row["rate"] for row in rows))
+    ours = ferry_methods(rows)
     lines = []
     for rate in rates:
         for size in sizes:
             lines += stop_and_copy_against_seed(index, size, rate)
-        lines += best_at_largest(index, ferry_methods(rows), sizes, rate)
+        lines += best_at_largest(index, ours, sizes, rate)
         for size in sizes:
             lines += hybrid_against_post_copy(index, size, rate)
-            lines += auto_against_best_fixed(index, ferry_methods(rows), size, rate)
+            lines += auto_against_best_fixed(index, ours, size, rate)
     lines += predictions_against_actual(runs)
     lines += preflight_and_report(runs)
     return lines or ["- none measured in this run."]

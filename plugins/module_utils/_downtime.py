@@ -119,7 +119,7 @@ def _restore_ms(strategy: str, earlier: Sequence[Mapping[str, Any]], memory_byte
     SCALING_SPAN times apart in size; otherwise their median, because the fixed part (restoring the tree, the
     receiver's checks) is most of a restore up to hundreds of MiB and one size cannot tell the two parts apart.
     Post-copy's restore reads no memory (hybrid's reads the pre-dump rounds' pages)."""
-    sized = [(_restored_mib(entry), entry["restore_ms"]) for entry in earlier if _restored_mib(entry) is not None]
+    sized = [(mib, entry["restore_ms"]) for entry in earlier if (mib := _restored_mib(entry)) is not None]
     if strategy != "post-copy" and memory_bytes and sized:
         sizes = [mib for mib, restore_ms in sized]
         if max(sizes) >= SCALING_SPAN * min(sizes):

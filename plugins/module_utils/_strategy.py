@@ -137,13 +137,14 @@ def _rounds_done(rounds: Sequence[Mapping[str, Any]], max_rounds: int, min_shrin
     """The rounds stop when the last wrote nothing, did not shrink enough, or at the limit; note goes in parentheses
     after why."""
     count = len(rounds)
-    if count >= 2 and rounds[-1]["pages_written"] == 0:
-        return f"nothing dirtied: round {count} wrote no pages{' (' + note + ')' if note else ''}"
+    after = f" ({note})" if note else ""
     if count >= 2:
         previous, last = rounds[-2]["pages_written"], rounds[-1]["pages_written"]
+        if last == 0:
+            return f"nothing dirtied: round {count} wrote no pages{after}"
         if last > previous * (1 - min_shrink):
             return (f"not shrinking: round {count} wrote {last} pages after {previous}"
                     f" (each round must write at least {min_shrink:.0%} fewer{'; ' + note if note else ''})")
     if count >= max_rounds:
-        return f"round limit: {max_rounds} rounds{' (' + note + ')' if note else ''}"
+        return f"round limit: {max_rounds} rounds{after}"
     return None
