@@ -5,12 +5,12 @@
 The frozen window runs from the freeze until the destination's copy runs; its terms, in order:
 
 - final_dump_fixed: freezing and collecting the tree, the final dump without the memory it writes;
-- dirty_pages: writing the memory the final dump holds (with the shared directory, and pre-dump rounds measured,
-  also the destination's reading of it); none with post-copy and hybrid, whose final dump leaves memory on the
-  source, fetched after the release (hybrid's restore reads the pre-dump rounds' pages: that is in its restore);
-- hand_over: from the final dump's end until the restore is requested (the manifest, the images sent over the control
-  channel with the page-server transport, the bundle update);
-- restore: from the restore request until the commit (the receiver's checks and its held restore);
+- dirty_pages: writing the memory the final dump holds; none with post-copy and hybrid, whose final dump leaves
+  memory on the source, fetched after the release;
+- hand_over: from the final dump's end until the restore is requested (the images sent over the control channel
+  with the page-server transport, the bundle update);
+- restore: from the restore request until the commit (the held restore, which reads the images from the share or
+  the page-server directory, with their check beside it; hybrid's reads the pre-dump rounds' pages too);
 - release: from the commit until the receiver reported its copy running.
 
 Each term comes from this migration's measurements where it has them (its pre-dump rounds), otherwise from earlier
@@ -94,20 +94,17 @@ def _rate(byte_count: float, seconds: float) -> float | None:
 def _dirty_pages_ms(strategy: str, rounds: Sequence[Mapping[str, Any]], earlier: Sequence[Mapping[str, Any]],
                     memory_bytes: int | None) -> float | None:
     """The final dump writes about the pages the container dirtied during the last round, which is what that round
-    wrote, at each measured rate on their path: the source's write rate (CRIU's memwrite time) and, with shared
-    storage, the destination's read rate measured when it fetched and checked that round's images. Without rounds it
-    writes all of the container's memory, at the write rate of earlier final dumps."""
+    wrote, at the source's write rate measured in that round (CRIU's memwrite time); the destination reads them in
+    its restore. Without rounds it writes all of the container's memory, at the write rate of earlier final dumps;
+    without a rate, the term is not predicted."""
     if strategy in LAZY:
         return 0.0
     if rounds:
         last = rounds[-1]
-        dirty_bytes = last["pages_written"] * PAGE_SIZE
-        seconds = 0.0
-        for bytes_key, seconds_key in (("bytes_written", "write_seconds"), ("bytes_fetched", "fetch_seconds")):
-            rate = _rate(last.get(bytes_key, 0), last.get(seconds_key, 0.0))
-            if rate:
-                seconds += dirty_bytes / rate
-        return seconds * 1000
+        if not last["pages_written"]:
+            return 0.0
+        rate = _rate(last.get("bytes_written", 0), last.get("write_seconds", 0.0))
+        return last["pages_written"] * PAGE_SIZE / rate * 1000 if rate else None
     write_ms_per_mib = _median(earlier, "write_ms_per_mib")
     if write_ms_per_mib is None or memory_bytes is None:
         return None

@@ -1,13 +1,12 @@
 # Copyright: ferry.runc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Checksum manifests of image directories: written after a dump, verified before a restore.
+"""Checksum manifests of image directories: written after a dump, compared with the destination's as it reads them.
 
 The digest is BLAKE2b-512 (coreutils' b2sum): cryptographic like SHA-256, and about four times faster where the CPU
 has no SHA instructions (105 against 26 MiB/s in the emulated lab), which matters inside the frozen window."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -15,6 +14,7 @@ import stat
 from typing import Any, Dict, Mapping
 
 MANIFEST_NAME = "ferry-manifest.json"
+_MANIFEST_FILES = (MANIFEST_NAME, MANIFEST_NAME + ".tmp")
 DIGEST = "blake2b"
 # CRIU's logs and our own manifest are not inputs of a restore; everything else in the directory is.
 _NOT_COVERED_SUFFIXES = (".log",)
@@ -33,25 +33,16 @@ def _covered_files(directory: str) -> list[str]:
     return names
 
 
-def file_digest(path: str, copy_path: str | None = None) -> str:
-    """The file's digest; with copy_path, the file is also copied there (a new file, root-only) in the same pass."""
+def file_digest(path: str) -> str:
     digest = new_digest()
-    with open(path, "rb") as handle, _new_file(copy_path) as copy:
+    with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-            if copy:
-                copy.write(block)
     return digest.hexdigest()
 
 
 def new_digest() -> Any:
     return hashlib.new(DIGEST)
-
-
-def _new_file(path: str | None) -> Any:
-    if path is None:
-        return contextlib.nullcontext()
-    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "wb")
 
 
 def build(directory: str) -> Manifest:
@@ -66,16 +57,17 @@ def write(directory: str) -> Manifest:
     """Build the manifest and store it in the directory, readable by root only."""
     manifest = build(directory)
     path = os.path.join(directory, MANIFEST_NAME)
-    descriptor = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    temporary = os.path.join(directory, _MANIFEST_FILES[1])
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as handle:
         json.dump(manifest, handle, indent=1, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    os.replace(temporary, path)
     return manifest
 
 
-def read(directory: str) -> Manifest:
-    with open(os.path.join(directory, MANIFEST_NAME)) as handle:
-        return json.load(handle)
+def manifest_files(_directory: str, names: list[str]) -> list[str]:
+    """For shutil.copytree's ignore: the manifest's files among names, which the sender may be writing meanwhile."""
+    return [name for name in names if name in _MANIFEST_FILES]
 
 
 def sizes(directory: str) -> Dict[str, int]:
@@ -83,10 +75,10 @@ def sizes(directory: str) -> Dict[str, int]:
     return {name: os.path.getsize(os.path.join(directory, name)) for name in _covered_files(directory)}
 
 
-def read_back(directory: str, expected_sizes: Mapping[str, int], copy_into: str | None = None) -> tuple[Manifest, list[str]]:
-    """The manifest of this directory's copy of the files named in expected_sizes, each hashed as it is read once
-    (and with copy_into, written there in the same pass), and every way the copy differs in presence or size. The
-    names come from the other host: one that is not a plain file name, or a symbolic link, is never followed."""
+def read_back(directory: str, expected_sizes: Mapping[str, int]) -> tuple[Manifest, list[str]]:
+    """The manifest of this directory's copy of the files named in expected_sizes, each hashed as it is read once,
+    and every way the copy differs in presence or size. The names come from the other host: one that is not a plain
+    file name, or a symbolic link, is never followed."""
     found: Manifest = {}
     problems = []
     for name, expected_size in sorted(expected_sizes.items()):
@@ -108,8 +100,7 @@ def read_back(directory: str, expected_sizes: Mapping[str, int], copy_into: str 
         elif status.st_size != expected_size:
             problems.append(f"{name}: {status.st_size} bytes, expected {expected_size}")
         else:
-            copy_path = os.path.join(copy_into, name) if copy_into else None
-            found[name] = {"size": status.st_size, DIGEST: file_digest(path, copy_path)}
+            found[name] = {"size": status.st_size, DIGEST: file_digest(path)}
     return found, problems
 
 
@@ -117,9 +108,3 @@ def mismatches(expected: Manifest, found: Manifest) -> list[str]:
     """Every file of expected whose entry in found is absent or differs, as readable lines."""
     return [f"{name}: not read back" if name not in found else f"{name}: checksum mismatch"
             for name in sorted(expected) if found.get(name) != expected[name]]
-
-
-def verify(directory: str, manifest: Manifest) -> list[str]:
-    """Every way the directory differs from the manifest, as readable lines (empty when it matches)."""
-    found, problems = read_back(directory, {name: entry["size"] for name, entry in manifest.items()})
-    return problems + mismatches({name: manifest[name] for name in found}, found)

@@ -9,12 +9,11 @@ The hand-over is a transaction with one commit point (after libvirt's migration 
     PREPARING          Prepare ------------------->    PREPARED: ID free, same bundle, CPU, share checked
                        <---------------- Prepared      (whether it checks the final images)
     COPYING_BUNDLE     sync ...  ----------------->    (bundle tree, bundle_sync=copy)
-    PRECOPY            PageServer / Fetch -------->    (each pre-dump round)
+    PRECOPY            PageServer / Fetch -------->    (each pre-dump round; Fetch: read back and hashed)
     FROZEN             runc pause; final dump (post-copy: lazy dump, then runc pause again: the fence)
-                       Fetch (shared directory) -->    the final images read back and hashed while the sender
-                       <----------------- Fetched      hashes its own: one pass on each side, side by side
     RESTORE_REQUESTED  Restore ------------------->    RESTORING, then HELD: restored, every task stopped
-                       <-------------------- Held      before its first instruction
+                       <-------------------- Held      before its first instruction; the images it read hashed
+                       (compares the two manifests)    meanwhile, while the sender hashes its own
     COMMITTED          recorded first, then Commit ->  RELEASED: the tasks run
                        <---------------- Released
     TRANSFERRING       (post-copy)  <-- LazyProgress   TRANSFERRING: pages still come from the source
@@ -92,8 +91,9 @@ class PageServer(Message):
 
 @dataclass
 class Fetch(Message):
-    """Read back the images of dir on the shared directory: the receiver hashes its copy of each file named in sizes
-    (name to bytes), the sender its own meanwhile, and the sender compares the two manifests."""
+    """Read back a pre-dump round's images of dir on the shared directory, while the container runs: the receiver
+    hashes its copy of each file named in sizes (name to bytes), the sender its own meanwhile, and the sender compares
+    the two manifests."""
 
     KIND: ClassVar[str] = "fetch"
     dir: str
@@ -102,9 +102,12 @@ class Fetch(Message):
 
 @dataclass
 class Restore(Message):
+    """Restore the images of dir held, hashing each file named in sizes (name to bytes; none when the images go
+    unchecked) as the restore reads it; the sender hashes its own meanwhile and compares the two manifests."""
+
     KIND: ClassVar[str] = "restore"
     dir: str
-    manifest: dict
+    sizes: dict
     lazy: dict | None
 
 
@@ -140,7 +143,7 @@ class Done(Message):
 @dataclass
 class Prepared(Message):
     KIND: ClassVar[str] = "prepared"
-    # Whether the receiver checks the final images before it restores them (its verify_images).
+    # Whether the receiver checks the final images as it restores them (its verify_images).
     verify_images: bool
 
 
@@ -163,6 +166,9 @@ class Fetched(Message):
 class Held(Message):
     KIND: ClassVar[str] = "held"
     restore: dict
+    # The digests of the images the restore read (empty when unchecked) and how long hashing them took.
+    manifest: dict
+    check_seconds: float | None
 
 
 @dataclass

@@ -98,8 +98,6 @@ class Receiver:
         self.created_dirs: list[str] = []
         self.bundle_created = False
         self.page_server_pids: list[int] = []
-        # Each dump's images as read back from shared storage, by directory: checked by the sender, compared at restore.
-        self.images_read_back: dict[str, dict] = {}
         self.lazy_daemon: subprocess.Popen | None = None
         self.restored_pid: int | None = None
         self.tls_paths: dict[str, str] = {}
@@ -294,40 +292,15 @@ class Receiver:
         return PageServerReady(address=self.params["listen_address"], port=self.params["page_server_port"])
 
     def _fetch(self, message: Fetch, channel: Channel) -> Fetched:
-        """Read a dump's images from shared storage once: each is hashed, for the sender to compare with its own, and
-        copied to local disk, where the restore reads exactly what was checked."""
+        """Read a pre-dump round's images from shared storage once, while the container runs: each is hashed, for the
+        sender to compare with its own."""
         self._expect(message, R.PREPARED)
         path = self._image_path(message.dir)
-        local = self._local_images(message.dir)
         began = time.monotonic()
-        os.makedirs(local, mode=0o700)
-        found, problems = _manifest.read_back(path, message.sizes, copy_into=local)
+        found, problems = _manifest.read_back(path, message.sizes)
         if problems:
-            raise InputError(f"images in {path} do not match the source's: " + "; ".join(problems[:5]))
-        self._copy_parent_link(path, local)
-        self.images_read_back[message.dir] = found
+            raise _images_differ(path, problems)
         return Fetched(manifest=found, size=sum(message.sizes.values()), seconds=round(time.monotonic() - began, 3))
-
-    def _local_images(self, directory: str) -> str:
-        return os.path.join(self.work_dir, "images", os.path.basename(self._image_path(directory)))
-
-    def _copy_parent_link(self, path: str, local: str) -> None:
-        """A dump on top of a pre-dump links to it as ../NAME; the local copy links to that pre-dump's local copy."""
-        parent = _parent_name(path)
-        if parent is None:
-            return
-        if parent not in self.images_read_back:
-            raise InputError(f"images in {path} name {parent!r} as their parent, not a pre-dump read back before")
-        os.symlink(f"../{parent}", os.path.join(local, PARENT_LINK))
-
-    def _check_images(self, path: str, directory: str, manifest: dict) -> None:
-        """Before a restore: the images match the sender's manifest, as read back for it (shared storage) or as here."""
-        if not manifest:
-            raise InputError(f"the sender listed no images of {path} to check, and this receiver checks them (verify_images)")
-        read_back = self.images_read_back.get(directory)
-        problems = _manifest.verify(path, manifest) if read_back is None else _manifest.mismatches(manifest, read_back)
-        if problems:
-            raise InputError(f"images in {path} do not match the source's manifest: " + "; ".join(problems[:5]))
 
     def _restore(self, message: Restore, channel: Channel) -> Held:
         """Check the images and restore them held; a failed restore leaves no copy and waits for the sender's Abort."""
@@ -344,9 +317,11 @@ class Receiver:
         return held
 
     def _restore_held(self, message: Restore) -> Held:
-        path = self._local_images(message.dir) if message.dir in self.images_read_back else self._image_path(message.dir)
-        if self.params["verify_images"]:
-            self._check_images(path, message.dir, message.manifest)
+        """The restore reads the images where they are (the share, or this host's page-server directory) while a thread
+        hashes them: the page cache serves whichever comes second, so the images cross the link once."""
+        path = self._image_path(message.dir)
+        if self.params["verify_images"] and not message.sizes:
+            raise InputError(f"the sender listed no images of {path} to check, and this receiver checks them (verify_images)")
         work = os.path.join(self.work_dir, "restore")
         if message.lazy:
             work = self._local_copy(path)
@@ -354,16 +329,21 @@ class Receiver:
             self._start_lazy_daemon(work, message.lazy)
         os.makedirs(work, mode=0o700, exist_ok=True)
         argv = restore_argv(self.runc.path, self._restore_params(path, work, bool(message.lazy)))
+        check = _ImageCheck(path, message.sizes)
         began = time.monotonic()
         with exclusive_config_section(f"{self.params['migration_id']} hold", HOLD_LINES):
             rc = self._run_lazy_restore(argv, work) if message.lazy else _run_logged(argv, work)
         seconds = time.monotonic() - began
+        found, problems = check.result()
         if rc != 0:
             raise self._restore_failure(work, bool(message.lazy))
         self._check_held()
+        if problems:
+            self._delete_copy()
+            raise _images_differ(path, problems, "; the held copy was deleted")
         restore = dict(restore_stats_or_none(os.path.join(work, RESTORE_STATS)) or {}, seconds=round(seconds, 3))
         self.result["restore"] = restore
-        return Held(restore=restore)
+        return Held(restore=restore, manifest=found, check_seconds=check.seconds)
 
     def _check_held(self) -> None:
         """Every restored task must be stopped: a copy that runs before the commit could run beside the source's."""
@@ -430,12 +410,12 @@ class Receiver:
 
     def _local_copy(self, path: str) -> str:
         """Lazy restore needs the images in a local directory that also holds the lazy-pages daemon's socket. A hybrid
-        dump's parent link (../preN) then points at that round's images where they are (read back, or shared), still
+        dump's parent link (../preN) then points at that round's images where they are (the share, or this host), still
         relative: the restored tasks open it after entering the container's root, where no host path leads."""
         local = os.path.join(self.work_dir, "lazy")
         if os.path.realpath(path) != os.path.realpath(local):
             shutil.rmtree(local, ignore_errors=True)
-            shutil.copytree(path, local, symlinks=True)
+            shutil.copytree(path, local, symlinks=True, ignore=_manifest.manifest_files)
             parent = _parent_name(path)
             if parent is not None:
                 os.unlink(os.path.join(local, PARENT_LINK))
@@ -643,6 +623,37 @@ class Receiver:
 
     def _record_phase(self, phase: ReceiverPhase) -> None:
         self.status.write(phase=phase.value, history=self.machine.history)
+
+
+class _ImageCheck:
+    """The images named in sizes, hashed in a thread from now on (nothing to do when sizes is empty)."""
+
+    def __init__(self, path: str, sizes: dict[str, int]) -> None:
+        self.path = path
+        self.sizes = sizes
+        self.found: _manifest.Manifest = {}
+        self.problems: list[str] = []
+        self.seconds: float | None = None
+        self.thread = threading.Thread(target=self._hash, daemon=True)
+        if sizes:
+            self.thread.start()
+
+    def _hash(self) -> None:
+        began = time.monotonic()
+        try:
+            self.found, self.problems = _manifest.read_back(self.path, self.sizes)
+        except OSError as exc:
+            self.problems = [f"reading them failed: {exc}"]
+        self.seconds = round(time.monotonic() - began, 3)
+
+    def result(self) -> tuple[_manifest.Manifest, list[str]]:
+        if self.sizes:
+            self.thread.join()
+        return self.found, self.problems
+
+
+def _images_differ(path: str, problems: list[str], consequence: str = "") -> InputError:
+    return InputError(f"images in {path} do not match the source's: " + "; ".join(problems[:5]) + consequence)
 
 
 def _parent_name(path: str) -> str | None:

@@ -42,14 +42,12 @@ from ansible_collections.ferry.runc.plugins.module_utils._protocol import (
     Commit,
     Done,
     Finish,
-    Held,
     LazyDone,
     LazyProgress,
     Machine,
     Prepare,
     Prepared,
     Released,
-    Restore,
     SenderPhase,
     page_stream,
     receive,
@@ -152,8 +150,10 @@ class Sender:
             self._final_dump()
         self._hand_over(bundle)
         self.machine.to(SenderPhase.RESTORE_REQUESTED)
-        held = request(self.channel, Restore(dir=FINAL, manifest=self.report["final_manifest"], lazy=lazy), Held)
+        held = _transport.restore_checked(self.channel, os.path.join(self.image_dir, FINAL), FINAL, lazy, self.receiver_checks_images)
         self.report["restore"] = held.restore
+        if self.receiver_checks_images:
+            self.report["final"].update(bytes_checked=sum(entry["size"] for entry in held.manifest.values()), check_seconds=held.check_seconds)
         self._commit()
         if lazy:
             self.machine.to(SenderPhase.TRANSFERRING)
@@ -345,12 +345,9 @@ class Sender:
         return process
 
     def _hand_over(self, bundle: str) -> None:
-        """Inside the frozen window: the final images' manifest, the images themselves (page server) and the bundle's
-        changes, so that the receiver can restore at once."""
-        final_path = os.path.join(self.image_dir, FINAL)
-        manifest, handed_over = self.transport.hand_over(self.channel, final_path, FINAL, self.receiver_checks_images)
-        self.report["final_manifest"] = manifest
-        self.report["final"].update(handed_over)
+        """Inside the frozen window: the final images themselves (page server) and the bundle's changes, so that the
+        receiver can restore at once."""
+        self.report["final"].update(self.transport.hand_over(self.channel, os.path.join(self.image_dir, FINAL), FINAL))
         if self.params["bundle_sync"] == "copy":
             self._sync_bundle("bundle update (frozen)", bundle)
 

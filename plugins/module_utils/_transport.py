@@ -3,11 +3,12 @@
 """How the images reach the destination, as the sender sees it: one interface, two transports.
 
 SharedDirectory: every image is written into the image directory, which the receiver reads through shared storage
-(NFS); the receiver reads back and hashes each pre-dump round at once and the final images before it restores them,
-while the sender hashes its own (so a check costs one pass on each side, the two side by side), and the directory
-also carries the migration's
-decision record, which a receiver that lost the sender reads. PageServer: memory pages go straight to a CRIU page
-server the receiver starts for each dump, the other (small) images over the control channel; there is no record.
+(NFS): it reads back and hashes each pre-dump round at once, while the container runs, and restores the final images
+from the share, hashing them as the restore reads them. The sender hashes its own copy meanwhile, so a check costs
+one pass on each side, side by side, and the final images cross the link once. The directory also carries the
+migration's decision record, which a receiver that lost the sender reads. PageServer: memory pages go straight to a
+CRIU page server the receiver starts for each dump, the other (small) images over the control channel; there is no
+record.
 """
 
 from __future__ import annotations
@@ -43,10 +44,9 @@ class Transport:
         """After a pre-dump round, while the container runs: what the round's record gains."""
         return {}
 
-    def hand_over(self, channel: Channel, path: str, directory: str, checked: bool) -> tuple[_manifest.Manifest, dict[str, Any]]:
-        """Inside the frozen window, after the final dump: get its images to the receiver. Returns the manifest the
-        receiver checks them against before it restores (empty when it does not check) and what the record gains."""
-        return (_manifest.write(path) if checked else {}), {}
+    def hand_over(self, channel: Channel, path: str, directory: str) -> dict[str, Any]:
+        """Inside the frozen window, after the final dump: get its images to the receiver; what the record gains."""
+        return {}
 
     def record(self, image_dir: str, decision: str) -> None:
         """Write the migration's decision (commit or abort) where a receiver that lost the sender can read it."""
@@ -65,14 +65,8 @@ class SharedDirectory(Transport):
         return token
 
     def after_round(self, channel: Channel, path: str, directory: str) -> dict[str, Any]:
-        fetched = check_on_receiver(channel, path, directory)[1]
+        fetched = check_on_receiver(channel, path, directory)
         return {"bytes_fetched": fetched.size, "fetch_seconds": fetched.seconds}
-
-    def hand_over(self, channel: Channel, path: str, directory: str, checked: bool) -> tuple[_manifest.Manifest, dict[str, Any]]:
-        if not checked:
-            return {}, {}
-        manifest, fetched = check_on_receiver(channel, path, directory)
-        return manifest, {"bytes_checked": fetched.size, "check_seconds": fetched.seconds}
 
     def record(self, image_dir: str, decision: str) -> None:
         write_decision(image_dir, decision)
@@ -85,12 +79,11 @@ class PageServer(Transport):
         answer = _protocol.request(channel, _protocol.PageServer(dir=directory, parent=parent), _protocol.PageServerReady)
         return f"{answer.address}:{answer.port}"
 
-    def hand_over(self, channel: Channel, path: str, directory: str, checked: bool) -> tuple[_manifest.Manifest, dict[str, Any]]:
-        # The pages went to the receiver's page server over TLS; the manifest covers the small images sent here.
-        manifest, _record = super().hand_over(channel, path, directory, checked)
+    def hand_over(self, channel: Channel, path: str, directory: str) -> dict[str, Any]:
+        # The pages went to the receiver's page server over TLS; the check covers the small images sent here.
         began = time.monotonic()
         sent = _treesync.send_tree(channel, path, f"images/{directory}", delete_extra=False)
-        return manifest, {"images_sent_bytes": sent, "images_sent_seconds": round(time.monotonic() - began, 3)}
+        return {"images_sent_bytes": sent, "images_sent_seconds": round(time.monotonic() - began, 3)}
 
 
 TRANSPORTS = {transport.name: transport for transport in (SharedDirectory, PageServer)}
@@ -100,17 +93,32 @@ def make(name: str) -> Transport:
     return TRANSPORTS[name]()
 
 
-def check_on_receiver(channel: Channel, path: str, directory: str) -> tuple[_manifest.Manifest, _protocol.Fetched]:
+def check_on_receiver(channel: Channel, path: str, directory: str) -> _protocol.Fetched:
     """The receiver reads back and hashes the images of directory on the shared directory while this side hashes its
-    own; their manifest when the two match, else CommandError naming each file that differs."""
+    own; its answer when the two match, else CommandError naming each file that differs."""
     _protocol.send(channel, _protocol.Fetch(dir=directory, sizes=_manifest.sizes(path)))
     manifest = _manifest.write(path)
     fetched = _protocol.receive(channel, _protocol.Fetched)
-    problems = _manifest.mismatches(manifest, fetched.manifest)
+    _require_same(manifest, fetched.manifest, directory, "read back")
+    return fetched
+
+
+def restore_checked(channel: Channel, path: str, directory: str, lazy: dict[str, Any] | None, checked: bool) -> _protocol.Held:
+    """The receiver restores the images of directory held, hashing them (when checked) as the restore reads them,
+    while this side hashes its own; its answer when the two match, else CommandError naming each file that differs
+    (the receiver's held copy, which never ran, is then dropped by the rollback)."""
+    _protocol.send(channel, _protocol.Restore(dir=directory, sizes=_manifest.sizes(path) if checked else {}, lazy=lazy))
+    manifest = _manifest.write(path) if checked else {}
+    held = _protocol.receive(channel, _protocol.Held)
+    _require_same(manifest, held.manifest, directory, "restored")
+    return held
+
+
+def _require_same(manifest: _manifest.Manifest, found: _manifest.Manifest, directory: str, how: str) -> None:
+    problems = _manifest.mismatches(manifest, found)
     if problems:
-        raise CommandError(f"the destination read back images of {directory} that differ from the source's: "
+        raise CommandError(f"the destination {how} images of {directory} that differ from the source's: "
                            + "; ".join(problems[:5]), step=f"checking the images of {directory}")
-    return manifest, fetched
 
 
 def write_decision(image_dir: str, decision: str) -> None:

@@ -69,9 +69,10 @@ options:
     default: 27101
   verify_images:
     description:
-      - Check the final images against the sender's digests (BLAKE2b) before restoring.
-      - With shared storage the images are read once, hashed and copied to O(work_dir) in the same pass, and the
-        restore reads that copy; V(false) restores from the share unchecked (pre-dump rounds are checked either way).
+      - Check the final images against the sender's digests (BLAKE2b) before the restored copy may run.
+      - They are hashed as the restore reads them, from the share or the page-server directory, so that the images
+        cross the link once; a difference deletes the held copy and the source resumes. V(false) leaves them
+        unchecked (pre-dump rounds on shared storage are checked either way, while the container runs).
     type: bool
     default: true
 seealso:

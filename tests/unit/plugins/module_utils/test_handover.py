@@ -6,6 +6,7 @@ and how), and nothing was deleted."""
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -109,7 +110,7 @@ def source_commands(world, rounds: int = 0, page_server: bool = False, lazy: boo
 
 
 @pytest.mark.parametrize("verify_images", [True, False])
-def test_the_final_images_are_read_back_on_shared_storage_only_when_the_destination_checks_them(world, verify_images: bool):
+def test_the_final_images_are_restored_from_the_share_and_hashed_only_when_the_destination_checks_them(world, verify_images: bool):
     migration = world()
     migration.receiver_params["verify_images"] = verify_images
     migration.start()
@@ -117,14 +118,16 @@ def test_the_final_images_are_read_back_on_shared_storage_only_when_the_destinat
     statuses = migration.statuses()
     assert migration.copies() == {"src": "absent", "dst": "running"}
     requests = [request["type"] for request in statuses["receiver"]["result"]["requests"]]
-    assert requests == (["prepare", "fetch", "restore", "commit", "finish"] if verify_images else ["prepare", "restore", "commit", "finish"])
+    assert requests == ["prepare", "restore", "commit", "finish"]
     restore = actions(migration.destination)[-1]
-    local_copy = os.path.join(migration.receiver_params["work_dir"], "images", "final")
-    assert restore[restore.index("--image-path") + 1] == (local_copy if verify_images else f"{migration.destination_images}/final")
-    assert ("check_seconds" in statuses["sender"]["result"]["final"]) is verify_images
+    assert restore[restore.index("--image-path") + 1] == f"{migration.destination_images}/final"
+    final = statuses["sender"]["result"]["final"]
+    assert ("check_seconds" in final) is verify_images
+    if verify_images:
+        assert final["bytes_checked"] > 0
 
 
-def destination_commands(world, rounds: int = 0, page_server: bool = False, lazy: bool = False, shared: bool = True) -> list:
+def destination_commands(world, rounds: int = 0, page_server: bool = False, lazy: bool = False) -> list:
     images, work, criu = str(world.destination_images), world.receiver_params["work_dir"], str(world.destination.bin / "criu")
     commands = []
     directories = [f"pre{number}" for number in range(1, rounds + 1)] + ["final"]
@@ -133,8 +136,7 @@ def destination_commands(world, rounds: int = 0, page_server: bool = False, lazy
         commands.append(["criu", "page-server", "-D", f"{images}/{directory}", "--address", "127.0.0.1", "--port",
                          str(world.receiver_params["page_server_port"]), "-d", "--pidfile", f"{images}/{directory}/page-server.pid",
                          "-o", "page-server.log", *parent])
-    # From shared storage the restore reads the local copy made as the images were read back and checked.
-    restore_images, restore_work = f"{work}/images/final" if shared else f"{images}/final", f"{work}/restore"
+    restore_images, restore_work = f"{images}/final", f"{work}/restore"
     if lazy:
         restore_images = restore_work = f"{work}/lazy"
         commands.append(["criu", "lazy-pages", "--page-server", "--address", "127.0.0.1", "--port", str(world.sender_params["lazy_port"]),
@@ -154,7 +156,7 @@ SOURCE_COMMANDS = {
 DESTINATION_COMMANDS = {
     (strategy, transport): (lambda world, strategy=strategy, transport=transport: destination_commands(
         world, rounds=2 if strategy in PRE_DUMPS else 0, page_server=transport == "page-server" and strategy not in LAZY,
-        lazy=strategy in LAZY, shared=transport == "shared"))
+        lazy=strategy in LAZY))
     for strategy, transport in STRATEGY_TRANSPORTS
 }
 
@@ -231,16 +233,17 @@ def lazy_pages_fail(world) -> None:
     (world.destination.dir / "lazy-pages-fail").touch()
 
 
-def tamper(directory: str, message_kind: str = "fetch"):
-    """One image byte changes on the share: after the source hashed the images (its manifest is written) and before
-    the destination reads them back (at fetch), or after the destination checked them (at restore)."""
+def tamper(directory: str, message_kind: str = "fetch", resize: bool = True):
+    """One image changes on the share, a byte added (resize) or one changed in place, after the source hashed the
+    images (its manifest is written) and before the destination reads them (the message of message_kind waits)."""
     def change(world) -> None:
         images = world.source_images / directory
         deadline = time.monotonic() + 10
         while not (images / MANIFEST_NAME).exists() and time.monotonic() < deadline:
             time.sleep(0.01)
         image = images / "pages-1.img"
-        image.write_text(image.read_text() + "9")
+        data = image.read_text()
+        image.write_text(data + "9" if resize else data[:-1] + ("8" if data[-1] != "8" else "7"))
 
     return lambda world: world.at_message_call("sender", message_kind, change)
 
@@ -309,8 +312,8 @@ CASES = [
     Case("restore", "runc restore fails", command("destination", "restore", "before", "fail"), "source", strategy="hybrid"),
     Case("post-copy transfer", "pages lost", lazy_pages_fail, "frozen-source", strategy="hybrid"),
     Case("post-copy transfer", "cut", message("receiver", "lazy_done", "cut", CUT), "destination", strategy="hybrid"),
-    Case("final dump", "images altered before the check", tamper("final"), "source"),
-    Case("restore", "images altered after the check", tamper("final", "restore"), "destination"),
+    Case("restore", "images resized before the restore read them", tamper("final", "restore"), "source"),
+    Case("restore", "images altered in place before the restore read them", tamper("final", "restore", resize=False), "source"),
     Case("restore", "a short statistics file", short_stats("destination"), "destination"),
     Case("final dump", "a short statistics file", short_stats("source"), "destination"),
     Case("freeze", "sender SIGTERM (its unit's time limit)", command("source", "pause", "after", "terminate-sender"), "source"),
@@ -342,6 +345,26 @@ def test_after_any_single_fault_exactly_one_copy_runs_with_its_state(world, case
     check_left(migration, case.expected, context)
     check_images_kept(migration, case.expected, context)
     check_guards(migration, context)
+
+
+@pytest.mark.parametrize(("resize", "found_by", "problem"), [
+    # The destination finds a resized file (one byte added) as it reads it, the source a changed one in the manifests.
+    (True, "destination", r"pages-1\.img: (\d+) bytes, expected (\d+); the held copy was deleted"),
+    (False, "source", r"the destination restored images of final that differ from the source's: pages-1\.img: checksum mismatch"),
+])
+def test_final_images_changed_before_the_restore_read_them_roll_back_naming_the_file(world, resize: bool, found_by: str, problem: str):
+    migration = world()
+    tamper("final", "restore", resize)(migration)
+    migration.start()
+    migration.wait_for_agents()
+    sender = migration.statuses()["sender"]["result"]
+    assert migration.copies() == {"src": "running", "dst": "absent"}
+    found = re.search(problem, sender["error"])
+    assert found, sender["error"]
+    if resize:
+        assert int(found.group(1)) == int(found.group(2)) + 1, sender["error"]
+    assert ("restore refused on vm" in sender["error"]) is (found_by == "destination"), sender["error"]
+    assert sender["recovery"] == "the container was resumed on the source from the moment it was frozen"
 
 
 def check_left(migration: World, expected: str, context: str) -> None:
