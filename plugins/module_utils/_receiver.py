@@ -322,6 +322,7 @@ class Receiver:
         path = self._image_path(message.dir)
         if self.params["verify_images"] and not message.sizes:
             raise InputError(f"the sender listed no images of {path} to check, and this receiver checks them (verify_images)")
+        _parent_name(path)
         work = os.path.join(self.work_dir, "restore")
         if message.lazy:
             work = self._local_copy(path)

@@ -561,3 +561,20 @@ def test_a_sibling_parent_link_names_its_directory(tmp_path: Path):
     assert _parent_name(str(tmp_path / "final")) is None
     (tmp_path / "final" / "parent").symlink_to("../pre2")
     assert _parent_name(str(tmp_path / "final")) == "pre2"
+
+
+def test_a_final_dump_whose_parent_link_leaves_the_image_directory_is_not_restored(world):
+    migration = world(strategy="pre-copy")
+
+    def relink(world) -> None:
+        link = world.source_images / "final" / "parent"
+        link.unlink()
+        link.symlink_to("/etc")
+
+    migration.at_message_call("sender", "restore", relink)
+    migration.start()
+    migration.wait_for_agents()
+    sender = migration.statuses()["sender"]["result"]
+    assert "name '/etc' as their parent, not a directory beside theirs" in sender["error"], sender["error"]
+    assert migration.copies() == {"src": "running", "dst": "absent"}
+    assert not [action for action in actions(migration.destination) if "restore" in action]
