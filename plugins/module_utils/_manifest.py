@@ -46,7 +46,7 @@ def new_digest() -> Any:
 
 
 def build(directory: str) -> Manifest:
-    """Size and SHA-256 of every regular file a restore reads from this directory (subdirectories excluded)."""
+    """Size and digest of every regular file a restore reads from this directory (subdirectories excluded)."""
     return {
         name: {"size": os.path.getsize(os.path.join(directory, name)), DIGEST: file_digest(os.path.join(directory, name))}
         for name in _covered_files(directory)
