@@ -14,11 +14,11 @@ import pytest
 
 from _world import World
 
-from ansible_collections.ferry.runc.plugins.module_utils import _settle
+from ansible_collections.ferry.runc.plugins.module_utils import _manifest, _settle
 from ansible_collections.ferry.runc.plugins.module_utils._commands import alive
 from ansible_collections.ferry.runc.plugins.module_utils._errors import InputError
 from ansible_collections.ferry.runc.plugins.module_utils._manifest import MANIFEST_NAME
-from ansible_collections.ferry.runc.plugins.module_utils._receiver import _parent_name
+from ansible_collections.ferry.runc.plugins.module_utils._receiver import _ImageCheck, _parent_name
 from ansible_collections.ferry.runc.plugins.module_utils._strategy import LAZY, PRE_DUMPS, STRATEGIES, transport_problem
 
 
@@ -578,3 +578,14 @@ def test_a_final_dump_whose_parent_link_leaves_the_image_directory_is_not_restor
     assert "name '/etc' as their parent, not a directory beside theirs" in sender["error"], sender["error"]
     assert migration.copies() == {"src": "running", "dst": "absent"}
     assert not [action for action in actions(migration.destination) if "restore" in action]
+
+
+def test_an_image_check_that_cannot_read_reports_it_as_a_problem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A read error of the hashing thread (EIO on a share) becomes a problem, which deletes the held copy like any other."""
+    def unreadable(directory, sizes):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(_manifest, "read_back", unreadable)
+    check = _ImageCheck(str(tmp_path), {"pages-1.img": 4})
+    assert check.result() == ({}, ["reading them failed: [Errno 5] Input/output error"])
+    assert check.seconds is not None
