@@ -19,9 +19,9 @@ import time
 from typing import Any
 
 from ansible_collections.ferry.runc.plugins.module_utils import _agent, _downtime, _inspect, _manifest, _options, _strategy, _transport, _treesync
-from ansible_collections.ferry.runc.plugins.module_utils._agent import StatusFile
+from ansible_collections.ferry.runc.plugins.module_utils._agent import StatusFile, read_json
 from ansible_collections.ferry.runc.plugins.module_utils._channel import Channel, ChannelError, PeerFailed, connect
-from ansible_collections.ferry.runc.plugins.module_utils._commands import ProcessRunner, own_identity
+from ansible_collections.ferry.runc.plugins.module_utils._commands import ProcessRunner, alive, own_identity
 from ansible_collections.ferry.runc.plugins.module_utils._criu import (
     CPUINFO_IMAGE,
     added_config_section,
@@ -67,6 +67,8 @@ from ansible_collections.ferry.runc.plugins.module_utils._runc import (
 FINAL = "final"
 # Seconds a lazy dump may take to end after the receiver reported every page arrived.
 LAZY_DUMP_EXIT_WAIT = 60
+# Seconds the guardian may take to start (a Python on a slow host) before the sender gives up, nothing frozen.
+GUARDIAN_START_WAIT = 60
 
 
 class Sender:
@@ -294,6 +296,17 @@ class Sender:
         params["sender"] = dict(own_identity(), session=os.getsid(0))
         self.report["guardian"] = _agent.launch(self.runner, os.path.dirname(self.status.path), "guardian", params,
                                                 self.params["launcher"])
+        self._await_guardian(self.report["guardian"]["status_path"])
+
+    @staticmethod
+    def _await_guardian(status_path: str) -> None:
+        """Nothing is frozen before the guardian runs: once it has recorded itself, a death of this sender is seen
+        (by the guardian, which resumes the container, and by the controller, which waits for its account)."""
+        deadline = time.monotonic() + GUARDIAN_START_WAIT
+        while not alive((read_json(status_path) or {}).get("agent")):
+            if time.monotonic() > deadline:
+                raise CommandError(f"the guardian did not start within {GUARDIAN_START_WAIT} s", step="starting the guardian")
+            time.sleep(0.05)
 
     def _freeze(self) -> None:
         """The freeze counts from before runc pause: a failure while it runs (a signal) may follow a pause that took."""

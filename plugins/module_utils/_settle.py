@@ -29,26 +29,39 @@ def agent_status(module: Any) -> dict[str, Any]:
     """The work of migration_status: wait (up to wait seconds) until the agent writes something new or ends, then
     return what it says and the container's runc status on this host."""
     params = module.params
-    path = status_path(migration_dir(params["migration_id"]), params["side"])
+    directory = migration_dir(params["migration_id"])
+    path = status_path(directory, params["side"])
+    guardian_path = status_path(directory, "guardian") if params["side"] == "sender" else None
     deadline = time.monotonic() + params["wait"]
-    first = read_json(path)
-    status = first
-    while time.monotonic() < deadline and not _ended(status) and (status or {}).get("updated") == (first or {}).get("updated"):
+    status, guarded = _read(path, guardian_path)
+    first_update = (status or {}).get("updated")
+    while time.monotonic() < deadline and not _ended(status, guarded) and (status or {}).get("updated") == first_update:
         time.sleep(POLL_INTERVAL)
-        status = read_json(path)
+        status, guarded = _read(path, guardian_path)
     runc = Runc(module, binary(module, "runc", params["runc_path"]), params["root"])
-    return dict(_summary(status, params["progress_since"]), changed=False, container_status=runc.copy_status(params["container"]))
+    return dict(_summary(status, params["progress_since"], guarded), changed=False,
+                container_status=runc.copy_status(params["container"]))
 
 
-def _ended(status: dict | None) -> bool:
-    return bool(status) and (status.get("finished") or not alive(status.get("agent")))
+def _read(path: str, guardian_path: str | None) -> tuple[dict | None, bool]:
+    """The agent's status and whether the sender's guardian is at work: a sender that died has not ended until its
+    guardian recorded how (resumed, or frozen after the commit), within about a second of the death. The guardian
+    writes the sender's end before its own, so the guardian is read first: once it has finished, the status read
+    after it holds the end it wrote."""
+    guardian = read_json(guardian_path) if guardian_path else None
+    guarded = bool(guardian) and not guardian.get("finished") and alive(guardian.get("agent"))
+    return read_json(path), guarded
 
 
-def _summary(status: dict | None, since: int = 0) -> dict[str, Any]:
+def _ended(status: dict | None, guarded: bool) -> bool:
+    return bool(status) and (status.get("finished") or not (alive(status.get("agent")) or guarded))
+
+
+def _summary(status: dict | None, since: int = 0, guarded: bool = False) -> dict[str, Any]:
     if status is None:
         return {"found": False, "finished": False, "died": False, "phase": None, "progress": {}, "progress_log": [],
                 "result": {}}
-    died = not status.get("finished") and not alive(status.get("agent"))
+    died = not status.get("finished") and not alive(status.get("agent")) and not guarded
     return {
         "found": True,
         "finished": bool(status.get("finished")) or died,
