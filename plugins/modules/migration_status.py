@@ -15,7 +15,7 @@ description:
     loop to follow a migration; RV(progress) is what to show.
   - An agent that died without recording its end (killed, or its host's OOM killer) counts as finished, with
     RV(died); its last phase says what it left. A sender that died while its guardian still runs has not finished
-    yet: the guardian records its end (the container resumed on the source, or frozen after the commit) within about
+    yet; the guardian records its end (the container resumed on the source, or frozen after the commit) within about
     a second, and that is what this module then returns.
   - Also returns the runc status of the container on this host, which M(ferry.runc.migration_resolve) and the
     P(ferry.runc.migration_resolution#filter) filter decide on.
