@@ -54,14 +54,19 @@ def _read(path: str, guardian_path: str | None) -> tuple[dict | None, bool]:
 
 
 def _ended(status: dict | None, guarded: bool) -> bool:
-    return bool(status) and (status.get("finished") or not (alive(status.get("agent")) or guarded))
+    return bool(status) and (bool(status.get("finished")) or _died(status, guarded))
+
+
+def _died(status: dict, guarded: bool) -> bool:
+    """Whether the agent ended without recording its end, and no guardian is left to record it."""
+    return not status.get("finished") and not alive(status.get("agent")) and not guarded
 
 
 def _summary(status: dict | None, since: int = 0, guarded: bool = False) -> dict[str, Any]:
     if status is None:
         return {"found": False, "finished": False, "died": False, "phase": None, "progress": {}, "progress_log": [],
                 "result": {}}
-    died = not status.get("finished") and not alive(status.get("agent")) and not guarded
+    died = _died(status, guarded)
     return {
         "found": True,
         "finished": bool(status.get("finished")) or died,
